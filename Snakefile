@@ -1,0 +1,36 @@
+# hrcam: High Resolution Class Activation Mapping (ICIP 2019), end to end.
+#
+#   snakemake --cores all                      # embedded default (generated data, CPU)
+#   snakemake --cores all --configfile config/imagenet_animals.yaml
+#   snakemake --report report.html             # the HTML report of the last run
+#   snakemake --cores 1 figures                # regenerate the report figures only
+#
+# The rules call the `hrcam` command line; this file only wires them together.
+# Options: config/README.md. Profiles: profiles/default (loaded automatically), profiles/slurm.
+
+from snakemake.utils import min_version, validate
+
+min_version("9.19")
+
+
+configfile: "config/config.yaml"
+
+
+validate(config, "workflow/schemas/config.schema.yaml")
+
+
+report: "workflow/report/workflow.rst"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/data.smk"
+include: "workflow/rules/train.smk"
+include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/render.smk"
+include: "workflow/rules/report.smk"
+
+
+rule all:
+    default_target: True
+    input:
+        all_outputs(),

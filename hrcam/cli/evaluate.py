@@ -1,0 +1,156 @@
+"""`hrcam evaluate ...`: classification metrics, localization metrics (all CAM methods and
+baselines) and the half-vs-full comparison (library: :mod:`hrcam.evaluate`)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from hrcam.cli.common import (add_pipeline_arguments, add_workers_argument, configure_logging,
+                              pipeline_params_from_args)
+
+log = logging.getLogger("hrcam.evaluate")
+
+METHODS = ("low_res", "high_res", "refined", "gradcam_pp", "layercam", "center_gaussian")
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add `evaluate` with its subcommands `classification`, `localization` and `compare`."""
+    parser = subparsers.add_parser(
+        "evaluate", help="classification and localization metrics of a trained model",
+        description="Evaluate a trained model: `classification` (accuracy, top-5, macro/micro "
+        "precision, recall, F1, per-class table, confusion matrix), `localization` (PxAP and "
+        "MaxBoxAccV2 of the low-res, high-res and refined CAMs and of Grad-CAM++, LayerCAM and a "
+        "centre-Gaussian baseline) and `compare` (two metrics.json files must agree exactly).")
+    sub = parser.add_subparsers(dest="what", metavar="WHAT", required=True)
+
+    p = sub.add_parser(
+        "classification", help="classification metrics on DATA/SPLIT",
+        description="Classify every image of DATA/SPLIT (fixed order) and write "
+        "OUT/metrics.json, OUT/per_class.csv, OUT/predictions.csv and "
+        "OUT/confusion.png. Prints the main numbers.")
+    p.add_argument("--model", required=True, metavar="MODEL.keras",
+                   help="trained half or full model")
+    p.add_argument("--data", required=True, metavar="DIR", help="prepared dataset folder")
+    p.add_argument("--out", required=True, metavar="DIR", help="output folder")
+    p.add_argument("--split", default="test", help="split to evaluate (default: test)")
+    p.add_argument("--batch-size", type=int, default=32, help="images per batch (default: 32)")
+    p.add_argument("--limit", type=int, default=None, metavar="N",
+                   help="only the first N images of the split (default: all)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    p.set_defaults(func=_run_classification)
+
+    p = sub.add_parser(
+        "localization", help="localization metrics of every CAM method on DATA/SPLIT",
+        description="For every image of DATA/SPLIT with a mask and/or boxes, compute the CAMs "
+        "of the ground-truth class (low_res, high_res, refined, gradcam_pp, layercam) and the "
+        "center_gaussian baseline, and score them: PxAP (masks), MaxBoxAccV2 and BoxAcc at IoU "
+        "30/50/70 (boxes, all connected components), gt-known and top-1 localization. Writes "
+        "OUT/localization.csv (one row per method), OUT/localization.json, OUT/curves.csv "
+        "(per-threshold curves, long format), OUT/localization.png and OUT/curves.png.")
+    p.add_argument("--model", required=True, metavar="FULL.keras", help="trained full model")
+    p.add_argument("--data", required=True, metavar="DIR", help="prepared dataset folder")
+    p.add_argument("--out", required=True, metavar="DIR", help="output folder")
+    p.add_argument("--split", default="test", help="split to evaluate (default: test)")
+    p.add_argument("--batch-size", type=int, default=16, help="images per batch (default: 16)")
+    p.add_argument("--limit", type=int, default=None, metavar="N",
+                   help="only the first N annotated images (default: all)")
+    p.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS),
+                   metavar="METHOD",
+                   help=f"methods to score (default: all of {', '.join(METHODS)})")
+    p.add_argument("--cam-curve-interval", type=float, default=0.01,
+                   help="spacing of the CAM thresholds in [0, 1) (default: 0.01)")
+    p.add_argument("--gradcam-layer", default="bottleneck",
+                   help="layer of Grad-CAM++ (default: bottleneck)")
+    p.add_argument("--layercam-layer", default=None,
+                   help="layer of LayerCAM (default: skip_<num_blocks>, the deepest encoder "
+                   "block before the bottleneck)")
+    add_workers_argument(p)
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    add_pipeline_arguments(p)
+    p.set_defaults(func=_run_localization)
+
+    p = sub.add_parser(
+        "compare", help="check that two metrics.json files have identical classification scores",
+        description="Compare the classification numbers (accuracies, macro/micro scores, "
+        "per-class table, confusion matrix) of two metrics.json files, e.g. the half and the "
+        "full model of one run. Exit status 0 when identical, 1 otherwise (the differing keys "
+        "are printed and written to --out).")
+    p.add_argument("a", metavar="A.json")
+    p.add_argument("b", metavar="B.json")
+    p.add_argument("--out", default=None, metavar="FILE",
+                   help="write the comparison (JSON: identical, differing keys, values)")
+    p.set_defaults(func=_run_compare)
+
+
+def _run_classification(args: argparse.Namespace) -> int:
+    configure_logging(args.verbose)
+    from hrcam.evaluate import evaluate_classification
+
+    m = evaluate_classification(args.model, args.data, args.split, batch_size=args.batch_size,
+                                limit=args.limit, out_dir=args.out,
+                                progress=not args.no_progress)
+    print(f"{args.model} on {args.data}/{args.split}: {m['num_images']} images, "
+          f"{m['num_classes']} classes")
+    print(f"  top-1 accuracy {m['top1_accuracy']:.4f}   top-{m['top_k']} accuracy "
+          f"{m['top5_accuracy']:.4f}")
+    for avg in ("macro", "micro"):
+        print(f"  {avg:5s} precision {m[avg + '_precision']:.4f}  recall "
+              f"{m[avg + '_recall']:.4f}  F1 {m[avg + '_f1']:.4f}")
+    print(f"written to {args.out}/")
+    return 0
+
+
+def _run_localization(args: argparse.Namespace) -> int:
+    configure_logging(args.verbose)
+    from hrcam.evaluate import evaluate_localization
+
+    summary = evaluate_localization(
+        args.model, args.data, args.split, out_dir=args.out, limit=args.limit,
+        batch_size=args.batch_size, workers=args.workers, methods=args.methods,
+        cam_curve_interval=args.cam_curve_interval, gradcam_layer=args.gradcam_layer,
+        layercam_layer=args.layercam_layer, progress=not args.no_progress,
+        **pipeline_params_from_args(args))
+    print(f"{summary['num_images']} images of {args.data}/{args.split} "
+          f"(classification accuracy {summary['accuracy']:.4f})")
+    print(f"  {'method':16s} {'PxAP':>7s} {'MaxBoxAccV2':>11s} {'top1_loc':>8s}")
+
+    def fmt(v, width):
+        return f"{v:{width}.4f}" if v is not None else " " * (width - 1) + "-"
+
+    for name, row in summary["methods"].items():
+        print(f"  {name:16s} {fmt(row['PxAP'], 7)} {fmt(row['MaxBoxAccV2'], 11)} "
+              f"{fmt(row['top1_loc'], 8)}")
+    print(f"written to {args.out}/")
+    return 0
+
+
+def _run_compare(args: argparse.Namespace) -> int:
+    from hrcam.evaluate import compare_metrics
+
+    with open(args.a, encoding="utf-8") as f:
+        a = json.load(f)
+    with open(args.b, encoding="utf-8") as f:
+        b = json.load(f)
+    differing = compare_metrics(a, b)
+    report = {"a": args.a, "b": args.b, "identical": not differing, "differing": differing,
+              "values": {k: {"a": a.get(k), "b": b.get(k)} for k in differing
+                         if k not in ("per_class", "confusion_matrix")}}
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        with open(args.out, "w", encoding="utf-8") as f:
+            json.dump(report, f, indent=2)
+            f.write("\n")
+    if differing:
+        print(f"classification metrics differ between {args.a} and {args.b}: "
+              f"{', '.join(differing)}", file=sys.stderr)
+        for k, v in report["values"].items():
+            print(f"  {k}: {v['a']} != {v['b']}", file=sys.stderr)
+        return 1
+    print(f"identical classification metrics: {args.a} == {args.b}")
+    return 0

@@ -1,0 +1,255 @@
+"""Batch CAM rendering: low-res, high-res and refined CAMs of many images, saved as arrays and
+figures.
+
+:func:`render_cams` runs the full model once per batch (predictions and both CAMs from one
+forward pass), spreads the refined-CAM postprocessing (:func:`hrcam.postprocessing.pipeline_batch`)
+and the figure drawing over worker processes, and writes, under ``out_dir``::
+
+    arrays/<class>/<stem>.npz      low, high, refined, prediction, label, probabilities, cam_class
+    figures/<class>/<stem>.png     the postprocessing pipeline figure (hrcam.plotting.pipeline)
+    overlays/<class>/<stem>.png    the refined CAM over the image (hrcam.plotting.overlay)
+    collage.png                    image / refined-CAM pairs, a few per class
+                                   (hrcam.plotting.collage)
+    cams.csv                       one row per image: relpath, label, prediction, probability, files
+
+``<class>/<stem>`` is the image path relative to ``data_dir/split`` without its suffix.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+CAM_CLASSES = ("predicted", "label")
+
+
+def select_images(paths: Sequence[str], labels: Sequence[int], class_ids: Sequence[str],
+                  class_names: Sequence[str], classes: Sequence[str] | None = None,
+                  limit: int | None = None) -> list[int]:
+    """Indices of the images to render, in listing order.
+
+    ``classes``: class ids, class names or class indices (as strings or ints) to keep (None or
+    empty: all). ``limit``: at most that many images in total, taken round-robin over the kept
+    classes (the first image of every class, then the second, ...) so that every class is shown.
+    """
+    keep_classes: set[int] | None = None
+    if classes:
+        keep_classes = set()
+        for c in classes:
+            token = str(c)
+            if token in class_ids:
+                keep_classes.add(list(class_ids).index(token))
+            elif token in class_names:
+                keep_classes.add(list(class_names).index(token))
+            elif token.isdigit() and int(token) < len(class_ids):
+                keep_classes.add(int(token))
+            else:
+                raise ValueError(f"unknown class {token!r} (expected a class id, name or index "
+                                 f"of {len(class_ids)} classes)")
+    per_class: dict[int, list[int]] = {}
+    for i, label in enumerate(labels):
+        if keep_classes is None or label in keep_classes:
+            per_class.setdefault(int(label), []).append(i)
+    if limit is None:
+        return sorted(i for idx in per_class.values() for i in idx)
+    if limit < 1:
+        raise ValueError(f"limit must be >= 1, got {limit}")
+    chosen: list[int] = []
+    depth = 0
+    while len(chosen) < limit and any(depth < len(v) for v in per_class.values()):
+        for c in sorted(per_class):
+            if depth < len(per_class[c]) and len(chosen) < limit:
+                chosen.append(per_class[c][depth])
+        depth += 1
+    return sorted(chosen)
+
+
+def _stem(relpath: str) -> str:
+    """``test/<class>/<name>.jpg`` -> ``<class>/<name>`` (the path inside the split folder)."""
+    parts = Path(relpath).with_suffix("").parts
+    return "/".join(parts[1:]) if len(parts) > 1 else parts[0]
+
+
+def _render_chunk(task: Mapping[str, Any]) -> list[np.ndarray]:
+    """Worker: refined CAMs (pipeline_batch), .npz arrays, pipeline figures and overlays of a few
+    images (NumPy, SciPy, SimpleITK and matplotlib only). Returns the refined CAMs."""
+    from PIL import Image
+
+    from hrcam import plotting
+    from hrcam.postprocessing import PIPELINE_KEYS, pipeline_batch
+
+    keys = PIPELINE_KEYS if task["figures"] else ("merged",)
+    steps = pipeline_batch(task["images"], task["low"], task["high"], keys=keys, workers=1,
+                           **task["pipeline_params"])
+    refined = []
+    for j, item in enumerate(task["items"]):
+        merged = np.asarray(steps["merged"][j], dtype=np.float32)
+        refined.append(merged)
+        npz = Path(item["npz_path"])
+        npz.parent.mkdir(parents=True, exist_ok=True)
+        np.savez_compressed(
+            npz, low=task["low"][j].astype(np.float32), high=task["high"][j].astype(np.float32),
+            refined=merged, prediction=np.int64(item["prediction"]),
+            label=np.int64(item["label"]), probabilities=item["probabilities"].astype(np.float32),
+            cam_class=np.int64(item["cam_class"]))
+        image = task["images"][j]
+        if task["figures"]:
+            step_j = {k: steps[k][j] for k in keys}
+            fig = plotting.pipeline(image, task["low"][j], task["high"][j], steps=step_j,
+                                    path=item["pipeline_path"], title=item["title"],
+                                    **task["pipeline_params"])
+            del fig
+        if task["overlays"]:
+            rgb = plotting.overlay(image, merged)
+            Path(item["overlay_path"]).parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(rgb).save(item["overlay_path"])
+    return refined
+
+
+def render_cams(model_path: str | Path, data_dir: str | Path, split: str = "test",
+                out_dir: str | Path = "cams", limit: int | None = None,
+                classes: Sequence[str] | None = None, workers: int = 1, batch_size: int = 16,
+                cam_class: str = "predicted", collage_per_class: int = 2,
+                figures: bool = True, overlays: bool = True, progress: bool = True,
+                **pipeline_params: Any) -> dict[str, Any]:
+    """Render the CAMs of a trained full model for the images of ``data_dir/split``.
+
+    :param classes: class ids / names / indices to render (default: all).
+    :param limit: at most this many images, round-robin over the classes (default: all).
+    :param workers: processes for the postprocessing and the figures (1: in this process).
+    :param cam_class: ``'predicted'`` (default, the seed's behaviour) or ``'label'`` (the
+                      ground-truth class) -- the class whose CAMs are drawn.
+    :param collage_per_class: images per class in ``collage.png`` (0: no collage).
+    :param figures, overlays: write the per-image pipeline figures and overlays (the arrays
+                              are always written).
+    :param pipeline_params: the refined-CAM postprocessing keywords.
+    :return: a summary dict (counts, files, parameters).
+    """
+    from concurrent.futures import ProcessPoolExecutor
+
+    from tqdm import tqdm
+
+    from hrcam import cams as cams_mod
+    from hrcam import evaluate as ev
+    from hrcam import plotting
+    from hrcam.postprocessing import validate_pipeline_params
+
+    if cam_class not in CAM_CLASSES:
+        raise ValueError(f"cam_class must be one of {CAM_CLASSES}, got {cam_class!r}")
+    params = validate_pipeline_params(**pipeline_params)
+    paths, labels, class_ids, class_names = ev.dataset_classes(data_dir, split)
+    chosen = select_images(paths, labels, class_ids, class_names, classes, limit)
+    if not chosen:
+        raise ValueError(f"no image of {Path(data_dir) / split} matches the selection")
+    paths = [paths[i] for i in chosen]
+    labels = [labels[i] for i in chosen]
+    rel = [ev._relpath(p, data_dir) for p in paths]
+
+    model = ev.load_model(model_path)
+    ev._check_model_classes(model, class_ids)
+    fm = cams_mod.FullModel(model=model, batch_size=batch_size)
+    size = ev._model_input_size(model)
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    workers = max(1, int(workers or 1))
+    pool = ProcessPoolExecutor(workers, mp_context=ev._mp_context()) if workers > 1 else None
+    pending: list = []
+    rows: list[dict[str, Any]] = []
+    collage_items: dict[int, list[tuple[np.ndarray, np.ndarray, str]]] = {}
+
+    def collect(job) -> None:
+        task, future = job
+        refined = future.result() if pool is not None else future
+        for item, image, merged in zip(task["items"], task["images"], refined):
+            bucket = collage_items.setdefault(item["label"], [])
+            if len(bucket) < collage_per_class:
+                bucket.append((image, merged, item["collage_title"]))
+
+    try:
+        with tqdm(total=len(paths), desc=f"cams {split}", unit="img",
+                  disable=not progress) as bar:
+            for images, y, index, _ in ev.image_dataset(paths, labels, size, batch_size):
+                x = images.numpy()
+                y = y.numpy()
+                index = index.numpy()
+                # one forward pass per batch: predictions and both CAMs (of the predicted class,
+                # or of the label with cam_class='label')
+                custom = y if cam_class == "label" else None
+                high, low, probs = fm.generate_cams(x, custom_class=custom, return_proba=True)
+                high = np.asarray(high, dtype=np.float32).reshape(len(x), *x.shape[1:3])
+                low = np.asarray(low, dtype=np.float32).reshape(len(x), *np.shape(low)[-2:])
+                probs = np.asarray(probs, dtype=np.float32).reshape(len(x), -1)
+                pred = probs.argmax(axis=1)
+                img_u8 = np.clip(np.rint(x), 0, 255).astype(np.uint8)
+                items = []
+                for j, i in enumerate(index):
+                    stem = _stem(rel[i])
+                    cls = int(pred[j]) if cam_class == "predicted" else int(y[j])
+                    items.append({
+                        "npz_path": str(out / "arrays" / f"{stem}.npz"),
+                        "pipeline_path": str(out / "figures" / f"{stem}.png"),
+                        "overlay_path": str(out / "overlays" / f"{stem}.png"),
+                        "prediction": int(pred[j]), "label": int(y[j]), "cam_class": cls,
+                        "probabilities": probs[j],
+                        "title": (f"{rel[i]}: label {class_names[y[j]]}, predicted "
+                                  f"{class_names[pred[j]]} ({probs[j, pred[j]]:.2f}), CAM of "
+                                  f"{class_names[cls]}"),
+                        "collage_title": f"{class_names[y[j]]} -> {class_names[pred[j]]}",
+                    })
+                    rows.append({
+                        "relpath": rel[i], "label": int(y[j]), "label_name": class_names[y[j]],
+                        "prediction": int(pred[j]), "prediction_name": class_names[pred[j]],
+                        "probability": float(probs[j, pred[j]]), "cam_class": cls,
+                        "npz": f"arrays/{stem}.npz",
+                        "figure": f"figures/{stem}.png" if figures else "",
+                        "overlay": f"overlays/{stem}.png" if overlays else "",
+                    })
+                chunk = max(1, math.ceil(len(items) / workers))
+                for s in range(0, len(items), chunk):
+                    task = {"items": items[s:s + chunk], "images": img_u8[s:s + chunk],
+                            "low": low[s:s + chunk], "high": high[s:s + chunk],
+                            "figures": figures, "overlays": overlays,
+                            "pipeline_params": params}
+                    if pool is None:
+                        collect((task, _render_chunk(task)))
+                    else:
+                        pending.append((task, pool.submit(_render_chunk, task)))
+                while pending and (len(pending) > 2 * workers or pending[0][1].done()):
+                    collect(pending.pop(0))
+                bar.update(len(index))
+            while pending:
+                collect(pending.pop(0))
+    finally:
+        if pool is not None:
+            pool.shutdown(cancel_futures=True)
+
+    files = {"table": out / "cams.csv"}
+    with open(files["table"], "w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]) if rows else ["relpath"])
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({k: (f"{v:.6f}" if isinstance(v, float) else v)
+                             for k, v in row.items()})
+    if collage_per_class > 0 and collage_items:
+        ordered = [item for c in sorted(collage_items) for item in collage_items[c]]
+        files["collage"] = out / "collage.png"
+        plotting.collage([a for a, _, _ in ordered], [b for _, b, _ in ordered],
+                         titles=[t for _, _, t in ordered],
+                         ncols=max(1, min(collage_per_class * 2, len(ordered))),
+                         path=files["collage"])
+    skipped = len(paths) - len(rows)
+    if skipped:
+        log.warning("%d unreadable image(s) skipped", skipped)
+    return {"model": str(model_path), "data": str(data_dir), "split": split,
+            "num_images": len(rows), "skipped": skipped, "cam_class": cam_class,
+            "pipeline_params": params, "out_dir": str(out),
+            "files": {k: str(v) for k, v in files.items()}}
