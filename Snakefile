@@ -3,7 +3,7 @@
 #   snakemake --cores all                      # embedded default (generated data, CPU)
 #   snakemake --cores all --configfile config/imagenet_animals.yaml
 #   snakemake --report report.html             # the HTML report of the last run
-#   snakemake --cores 1 figures                # regenerate the report figures only
+#   snakemake --cores 1 --force figures        # redraw the report figures only (no training)
 #
 # The rules call the `hrcam` command line; this file only wires them together.
 # Options: config/README.md. Profiles: profiles/default (loaded automatically), profiles/slurm.

@@ -367,10 +367,11 @@ def blur(high: Any, size: int = BLUR_SIZE, *, normalized: bool = False) -> np.nd
     Pass `normalized=True` when `high` is already in [0, 1] to skip the normalisation.
     """
     h = np.asarray(high, dtype=np.float64) if normalized else normalize(high)
-    if size % 2 == 0 or min(h.shape) <= size:
+    if size % 2 == 0:
         return ndi.uniform_filter(h, size=size, mode="reflect")
-    # separable running sums over 'reflect' (numpy 'symmetric') padding; equals
-    # ndi.uniform_filter / the seed's ndi.convolve with a size x size mean kernel
+    # separable sums of shifted slices over 'reflect' (numpy 'symmetric') padding; equals the
+    # seed's ndi.convolve with a size x size mean kernel (no running-sum cancellation, so a
+    # non-negative map stays non-negative)
     r = size // 2
     p = np.pad(h, r, mode="symmetric")
     rows = p[: p.shape[0] - 2 * r].copy()
@@ -477,7 +478,8 @@ def find_focal_points(
     """Step 6: seeds for the region growing, as (x, y) = (column, row) tuples of Python ints.
 
     * ``scope='global'``: the `num_points` (default `num_global_points(size)`, 15 for 224x224)
-      pixels with the highest value of the bilinearly resized low-res CAM.
+      pixels with the highest value of the bilinearly resized low-res CAM (`low_resized`, or
+      `resize_pil(low, size)`); ties at the cut are broken arbitrarily.
     * ``scope='local'``: local maxima of the low-res CAM whose value is at least the mean of the
       lowest and highest local maximum (so the highest maximum is always a seed), upsampled
       (nearest) to `size` and, for ``maxima_areas='small'``, skeletonised.
@@ -495,7 +497,7 @@ def find_focal_points(
     if is_blank(low_arr):
         return []
     if scope == "global":
-        lr = resize_bilinear(low_arr, (H, W)) if low_resized is None else np.asarray(low_resized)
+        lr = resize_pil(low_arr, (H, W)) if low_resized is None else np.asarray(low_resized)
         k = num_global_points((H, W)) if num_points is None else int(num_points)
         k = max(1, min(k, lr.size))
         top = _top_k(lr, k)

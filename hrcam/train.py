@@ -25,7 +25,15 @@ import numpy as np
 
 log = logging.getLogger(__name__)
 
-AUTOTUNE = -1  # tf.data.AUTOTUNE, without importing TensorFlow at module import
+__all__ = [
+    "AugmentConfig", "affine_matrices", "apply_affine", "augment_batch", "augment_image",
+    "list_split", "decode_image", "decode_image_uint8", "make_dataset", "dataset_size",
+    "ReduceLRConfig", "TrainConfig", "load_config", "TransferCheckError", "class_records",
+    "distribution_strategy", "make_optimizer", "train_half", "train_full", "check_images",
+    "compare_weights", "verify_transfer", "check_transfer_files", "read_run_config",
+    "tensorboard_available",
+]
+
 RECONSTRUCTION_OUTPUT = "main_output"  # hrcam.models.RECONSTRUCTION_LAYER
 PREDICTIONS_OUTPUT = "predictions"  # hrcam.models.PREDICTIONS_LAYER
 TARGETS = ("class", "image", "reconstruction", "index")
@@ -292,9 +300,9 @@ def make_dataset(
         return decode_image_uint8(path, im_size), label
 
     def finish(images, label):
-        images = tf.cast(images, tf.float32)
         if augment is not None:
-            images = augment_batch(images, augment)
+            images = augment_batch(images, augment)  # on uint8, as imgaug did
+        images = tf.cast(images, tf.float32)
         if target == "class":
             return images, tf.one_hot(label, num_classes, dtype=tf.float32)
         if target == "image":
@@ -606,6 +614,13 @@ def make_optimizer(config: TrainConfig) -> Any:
     raise ValueError(f"unknown optimizer {config.optimizer!r}")
 
 
+def _val_cache(config: TrainConfig) -> bool | str:
+    """The validation split's cache: in memory, or next to the training cache files."""
+    if isinstance(config.cache, str) and config.cache:
+        return f"{config.cache}.{config.val_split}"
+    return bool(config.cache)
+
+
 def _split_exists(data_dir: str | os.PathLike, split: str | None) -> bool:
     if not split:
         return False
@@ -801,7 +816,7 @@ def train_half(data_dir: str | os.PathLike, out_dir: str | os.PathLike,
     if has_val:
         val_ds = make_dataset(data_dir, config.val_split, im_size=config.im_size,
                               batch_size=config.batch_size, training=False,
-                              cache=bool(config.cache), target="class")
+                              cache=_val_cache(config), target="class")
 
     with _precision_policy(config.mixed_precision):
         strategy = distribution_strategy()
@@ -1045,6 +1060,9 @@ def train_full(data_dir: str | os.PathLike, out_dir: str | os.PathLike,
                             im_size, config.im_size)
                 config.im_size = int(im_size)
             arch = half_run.get("resolved_arch") or models.infer_arch(half)
+            # the architecture is the half model's, whatever the config says
+            config.arch = str(half_run.get("arch", "inferred"))
+            config.arch_overrides = dict(half_run.get("arch_overrides") or {})
             num_classes = int(half.get_layer(models.PREDICTIONS_LAYER).units)
             full = models.build_full_model(num_classes, (config.im_size, config.im_size, 3),
                                            arch)
@@ -1083,7 +1101,7 @@ def train_full(data_dir: str | os.PathLike, out_dir: str | os.PathLike,
         if has_val:
             val_ds = make_dataset(data_dir, config.val_split, im_size=config.im_size,
                                   batch_size=config.batch_size, training=False,
-                                  cache=bool(config.cache), target="reconstruction")
+                                  cache=_val_cache(config), target="reconstruction")
         cbs, initial_epoch = _make_callbacks(out_dir, config, monitor, mode, callbacks)
         history = full.fit(
             train_ds, validation_data=val_ds, epochs=config.epochs,

@@ -52,7 +52,8 @@ def test_masks_and_boxes_agree(generated):
         assert tuple(entry["boxes"][0]) == data.mask_box(mask)
         assert entry["class"] == rel.split("/")[1]
         # object size roughly 20-50% of the side (the box of a rotated shape may be smaller)
-        w, h = entry["boxes"][0, 2] - entry["boxes"][0, 0], entry["boxes"][0, 3] - entry["boxes"][0, 1]
+        x0, y0, x1, y1 = entry["boxes"][0]
+        w, h = x1 - x0, y1 - y0
         assert 0.1 * 32 <= max(w, h) <= 0.55 * 32
     test_only = data.load_annotations(generated, "test")
     assert len(test_only) == 8 and all(k.startswith("test/") for k in test_only)
@@ -149,7 +150,8 @@ def test_reduced_decoding_close_to_full_decoding():
     Image.open(io.BytesIO(buf.getvalue())).convert("RGB").resize(
         (64, 64), Image.Resampling.LANCZOS).save(full_buf, format="JPEG", quality=95)
     full = Image.open(full_buf)
-    diff = np.abs(np.asarray(Image.open(io.BytesIO(fast)), dtype=float) - np.asarray(full, dtype=float))
+    diff = np.abs(np.asarray(Image.open(io.BytesIO(fast)), dtype=float)
+                  - np.asarray(full, dtype=float))
     assert diff.mean() < 2.0
 
 
@@ -215,3 +217,17 @@ def test_folder_presplit_and_errors(tmp_path):
     _write_image(flat / "0.jpg", rng)
     with pytest.raises(ValueError, match="sub-folder per class"):
         data.prepare_folder(flat, tmp_path / "o5", im_size=32)
+
+
+def test_cli_synthetic(tmp_path):
+    cli = pytest.importorskip("hrcam.cli")
+    try:
+        cli.build_parser()
+    except ImportError as error:
+        pytest.skip(f"CLI incomplete: {error}")
+    out = tmp_path / "syn"
+    assert cli.main(["prepare", "synthetic", "--out", str(out), "--classes", "disk,ring",
+                     "--per-class", "5", "--im-size", "32", "--test-fraction", "0.4"]) == 0
+    assert data.read_classes(out) == [("disk", "disk"), ("ring", "ring")]
+    assert len(data.list_images(out, "test")[0]) == 4
+    assert cli.main(["prepare", "synthetic", "--out", str(out), "--classes", "1"]) == 2

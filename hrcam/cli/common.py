@@ -26,7 +26,7 @@ def add_pipeline_arguments(parser: argparse.ArgumentParser) -> None:
             group.add_argument(flag, dest=name, default=default, choices=PIPELINE_CHOICES[name],
                                help=f"default: {default}")
         else:
-            group.add_argument(flag, dest=name, type=type(default), default=default,
+            group.add_argument(flag, dest=name, type=float, default=default,
                                help=f"default: {default}")
 
 

@@ -51,7 +51,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "are complete or absent, marked by OUT/parts/<wnid>.csv.")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--train-tar", help="ILSVRC2012_img_train.tar (outer tar of nXXXXXXXX.tar)")
-    src.add_argument("--train-dir", help="extracted tree: DIR/nXXXXXXXX/*.JPEG or DIR/nXXXXXXXX.tar")
+    src.add_argument("--train-dir",
+                     help="extracted tree: DIR/nXXXXXXXX/*.JPEG or DIR/nXXXXXXXX.tar")
     p.add_argument("--out", required=True, help="output folder")
     _add_class_selection(p)
     p.add_argument("--wnids", action="append", default=None, metavar="WNID[,WNID...]",

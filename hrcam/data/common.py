@@ -126,7 +126,8 @@ def load_annotations(data_dir: str | os.PathLike, split: str | None = None
     if masks_dir.is_dir():
         splits = [split] if split is not None else [p.name for p in sorted(masks_dir.iterdir())]
         for sp in splits:
-            for mask in sorted((masks_dir / sp).glob("*/*.png")) if (masks_dir / sp).is_dir() else []:
+            split_masks = masks_dir / sp
+            for mask in sorted(split_masks.glob("*/*.png")) if split_masks.is_dir() else []:
                 cls = mask.parent.name
                 stem_rel = f"{sp}/{cls}/{mask.stem}"
                 image = _find_image(data_dir, stem_rel)
@@ -176,7 +177,7 @@ def animal_synsets() -> list[tuple[str, str]]:
     n02655020 puffer): the first 398 lines of the ILSVRC-2012 ``synset_words.txt``."""
     from importlib import resources
 
-    text = resources.files("hrcam.resources").joinpath("animal_synsets.txt").read_text("utf-8")
+    text = resources.files("hrcam").joinpath("resources", "animal_synsets.txt").read_text("utf-8")
     return parse_class_names(text.splitlines())
 
 
@@ -385,7 +386,7 @@ def summarize(manifest: Sequence[Mapping[str, Any]], classes: Sequence[tuple[str
         "totals": totals,
         "counts": counts,
         "skipped": skipped,
-        "parameters": dict(parameters),
+        "parameters": {("format" if k == "fmt" else k): v for k, v in parameters.items()},
     }
 
 

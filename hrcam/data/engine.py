@@ -63,8 +63,13 @@ def _convert_chunk(chunk: list[tuple[Any, bytes | None]], params: dict[str, Any]
 
 
 def _context():
-    methods = multiprocessing.get_all_start_methods()
-    return multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
+    """forkserver where available (safe even if the caller has threads, e.g. TensorFlow
+    loaded; workers fork from a server that has already imported this module), else spawn."""
+    if "forkserver" in multiprocessing.get_all_start_methods():
+        ctx = multiprocessing.get_context("forkserver")
+        ctx.set_forkserver_preload(["hrcam.data.engine"])
+        return ctx
+    return multiprocessing.get_context("spawn")
 
 
 def convert_stream(items: Iterable[tuple[Any, bytes | None]], params: dict[str, Any],

@@ -1,7 +1,7 @@
 """The embedded default dataset: generated shapes on cluttered backgrounds, with masks and boxes.
 
 Every image holds one object whose class is its *shape* (disk, square, triangle, star, cross,
-ring, hexagon, crescent, heart, arrow). Colour, size (20-50% of the side), rotation and position
+ring, hexagon, crescent, heart, arrow). Colour, size (25-50% of the side), rotation and position
 are random; the background is a smooth random colour field with grain and stripes, crossed by
 distractor strokes drawn from the same colour distribution as the objects (one of them in the
 object's own colour), so neither colour nor position identifies the class: the shape does.
@@ -31,15 +31,15 @@ log = logging.getLogger(__name__)
 SHAPES = ("disk", "square", "triangle", "star", "cross", "ring", "hexagon", "crescent",
           "heart", "arrow")
 DEFAULT_CLASSES = 6
-DEFAULT_PER_CLASS = 300
+DEFAULT_PER_CLASS = 1000
 DEFAULT_IM_SIZE = 64
 DEFAULT_TEST_FRACTION = 0.2
 DEFAULT_SEED = 0
 SUPERSAMPLE = 4
-MIN_SIZE, MAX_SIZE = 0.20, 0.50  # object extent as a fraction of the image side
+MIN_SIZE, MAX_SIZE = 0.25, 0.50  # object extent as a fraction of the image side
 #: Clutter: (min, max) of the number of distractor strokes, their width in output pixels, the
 #: stripe texture amplitude (grey levels) and the sensor grain (std, grey levels).
-CLUTTER = {"strokes": (4, 9), "stroke_width": (0.8, 2.2), "stripes": (5.0, 25.0), "grain": 6.0}
+CLUTTER = {"strokes": (2, 6), "stroke_width": (0.6, 1.5), "stripes": (3.0, 12.0), "grain": 4.0}
 
 
 def shape_names(classes: int | list[str] | tuple[str, ...] = DEFAULT_CLASSES) -> list[str]:
