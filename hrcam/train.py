@@ -336,7 +336,8 @@ def make_dataset(
                                  .shuffle(len(idx), seed=None if seed is None else seed + c,
                                           reshuffle_each_iteration=True).repeat())
         ds = tf.data.Dataset.sample_from_datasets(
-            per_class, weights=[1.0 / len(per_class)] * len(per_class), seed=seed)
+            per_class, weights=[1.0 / len(per_class)] * len(per_class), seed=seed,
+            rerandomize_each_iteration=True)  # a new class sequence every epoch
         ds = ds.take(len(paths))
         ds = ds.map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=False)
     else:

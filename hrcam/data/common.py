@@ -177,7 +177,7 @@ def animal_synsets() -> list[tuple[str, str]]:
     n02655020 puffer): the first 398 lines of the ILSVRC-2012 ``synset_words.txt``."""
     from importlib import resources
 
-    text = resources.files("hrcam").joinpath("resources", "animal_synsets.txt").read_text("utf-8")
+    text = resources.files("hrcam").joinpath("synsets", "animal_synsets.txt").read_text("utf-8")
     return parse_class_names(text.splitlines())
 
 
