@@ -452,6 +452,44 @@ def confusion_matrix(
 LOCALIZATION_METRICS = ("PxAP", "MaxBoxAccV2", "top1_loc", "gt_known_loc")
 
 
+def classification_comparison(
+    table: Any, path: PathLike | None = None, *, title: str | None = None
+) -> Figure:
+    """Half vs full model classification scores as grouped bars.
+
+    :param table: rows with 'metric', 'half', 'full' (and optionally 'identical') columns, as
+                  written by `hrcam.report.classification_table`; only metrics with values in
+                  [0, 1] are drawn. The title says whether every number is identical.
+    """
+    import pandas as pd
+
+    df = _frame(table)
+    missing = [c for c in ("metric", "half", "full") if c not in df]
+    if missing:
+        raise ValueError(f"classification_comparison: no column(s) {missing} in the table")
+    half = pd.to_numeric(df["half"], errors="coerce")
+    full = pd.to_numeric(df["full"], errors="coerce")
+    scores = df[half.between(0, 1) & full.between(0, 1)]
+    if scores.empty:
+        raise ValueError("classification_comparison: no score in [0, 1] in the table")
+    identical = bool(df["identical"].astype(bool).all()) if "identical" in df else bool(
+        (half == full).all())
+    x = np.arange(len(scores))
+    fig = Figure(figsize=(max(6.0, 1.1 * len(scores) + 2.0), 4.0), layout="constrained")
+    ax = fig.subplots()
+    ax.bar(x - 0.2, half[scores.index], 0.4, label="half model")
+    ax.bar(x + 0.2, full[scores.index], 0.4, label="full model")
+    ax.set_xticks(x, [str(m).replace("_", " ") for m in scores["metric"]], rotation=30,
+                  ha="right", fontsize=8)
+    ax.set_ylim(0, 1.05)
+    ax.set_ylabel("score")
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(loc="lower right")
+    ax.set_title(title or "classification, half vs full model: "
+                 + ("identical" if identical else "DIFFERENT"))
+    return save_figure(fig, path)
+
+
 def localization_bars(
     table: Any,
     path: PathLike | None = None,

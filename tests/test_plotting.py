@@ -237,3 +237,19 @@ def test_threshold_curves(tmp_path):
     assert titles(fig) == ["box acc IoU50"]
     with pytest.raises(ValueError, match="columns"):
         plotting.threshold_curves(pd.DataFrame({"x": [1]}))
+
+
+def test_classification_comparison_draws_half_and_full_and_says_if_identical():
+    from hrcam.report import classification_table
+
+    half = {"top1_accuracy": 0.9, "macro_f1": 0.8, "num_images": 30}
+    same = plotting.classification_comparison(classification_table(half, dict(half)))
+    ax = same.axes[0]
+    assert "identical" in ax.get_title()
+    assert len(ax.patches) == 4  # two scores (num_images is not a score) x half and full
+    assert {t.get_text() for t in ax.get_legend().get_texts()} == {"half model", "full model"}
+    differing = plotting.classification_comparison(
+        classification_table(half, {**half, "macro_f1": 0.7}))
+    assert "DIFFERENT" in differing.axes[0].get_title()
+    with pytest.raises(ValueError, match="metric"):
+        plotting.classification_comparison([{"half": 1.0, "full": 1.0}])

@@ -21,6 +21,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from hrcam.data import animal_synsets
+
 ROOT = Path(__file__).resolve().parents[1]
 SNAKEFILE = ROOT / "Snakefile"
 CONFIGS = ROOT / "config"
@@ -245,10 +247,8 @@ def test_slurm_profile_submits_gpu_memory_and_runtime(tmp_path):
     # job to submit is the half-model training
     data = work / "resources" / config["data"]["name"]
     (data / "parts").mkdir(parents=True)
-    listing = (ROOT / "hrcam" / "resources" / "animal_synsets.txt").read_text().split("\n")
-    for line in listing:
-        if line.strip():
-            (data / "parts" / f"{line.split()[0]}.csv").write_text("")
+    for wnid, _ in animal_synsets():
+        (data / "parts" / f"{wnid}.csv").write_text("")
     time.sleep(1.1)
     for name in ("summary.json", "classes.txt", "manifest.csv"):
         (data / name).write_text("")

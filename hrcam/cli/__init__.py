@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 from hrcam import __version__
 
-SUBCOMMAND_MODULES = ("prepare", "train", "evaluate", "cams")
+SUBCOMMAND_MODULES = ("prepare", "train", "evaluate", "cams", "report")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -164,8 +164,9 @@ def imagenet_wnids():
         if not wnids:
             config_error("data.imagenet.synsets", f"{IMAGENET['synsets']!r} lists no synsets")
         return sorted(wnids)
-    listing = Path(workflow.basedir, "hrcam", "resources", "animal_synsets.txt")
-    wnids = sorted(line.split()[0] for line in listing.read_text().splitlines() if line.strip())
+    from hrcam.data import animal_synsets
+
+    wnids = sorted(wnid for wnid, _ in animal_synsets())
     if IMAGENET["num_classes"] > len(wnids):
         config_error("data.imagenet.num_classes",
                      f"{IMAGENET['num_classes']} > {len(wnids)} (the animal subset); list the "

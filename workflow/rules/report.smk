@@ -1,4 +1,4 @@
-# Report figures and tables, from result files only (no training, no inference):
+# Report figures and tables, from result files only (no training, no inference; `hrcam report`):
 # `snakemake --cores 1 --force figures` redraws them alone. The HTML report itself:
 # `snakemake --report report.html`.
 
@@ -45,10 +45,15 @@ rule figures:
     resources:
         mem_mb=scaled("report", "mem_mb"),
         runtime=scaled("report", "runtime"),
+    params:
+        out=lambda wildcards, output: os.path.dirname(output.training_curves),
     conda:
         CPU_ENV
-    script:
-        "../scripts/report_figures.py"
+    shell:
+        "hrcam report --half-history {input.half_history} --full-history {input.full_history} "
+        "--half-metrics {input.half_metrics} --full-metrics {input.full_metrics} "
+        "--transfer train_full={input.transfer_train} "
+        "--transfer check_transfer={input.transfer_check} --out {params.out} > {log} 2>&1"
 
 
 rule readme_figures:

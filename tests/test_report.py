@@ -1,0 +1,80 @@
+"""Tests of hrcam.report and `hrcam report`: report tables and figures from result files."""
+
+import json
+
+import pandas as pd
+import pytest
+
+from hrcam import report
+from hrcam.cli import main
+
+HALF = {"top1_accuracy": 0.9, "top5_accuracy": 1.0, "macro_f1": 0.88, "micro_f1": 0.9,
+        "num_images": 30, "num_classes": 3}
+
+
+@pytest.fixture()
+def results(tmp_path):
+    pd.DataFrame({"epoch": [0, 1, 2], "loss": [1.2, 0.8, 0.5], "accuracy": [0.4, 0.6, 0.9],
+                  "val_loss": [1.3, 0.9, 0.6], "val_accuracy": [0.3, 0.6, 0.85],
+                  "learning_rate": [1.0, 1.0, 0.3]}).to_csv(tmp_path / "half.csv", index=False)
+    pd.DataFrame({"epoch": [0, 1], "loss": [0.2, 0.1], "predictions_accuracy": [0.9, 0.9],
+                  "val_loss": [0.25, 0.12]}).to_csv(tmp_path / "full.csv", index=False)
+    (tmp_path / "half.json").write_text(json.dumps(HALF))
+    (tmp_path / "full.json").write_text(json.dumps({**HALF, "macro_f1": 0.87}))
+    (tmp_path / "check.json").write_text(json.dumps(
+        {"ok": True, "weights": {"identical": True, "max_abs_diff": 0.0}, "different_layers": []}))
+    return tmp_path
+
+
+def test_classification_table_flags_only_differing_metrics():
+    table = report.classification_table(HALF, {**HALF, "macro_f1": 0.87})
+    flags = dict(zip(table["metric"], table["identical"]))
+    assert not flags["macro_f1"]
+    assert all(flags[m] for m in flags if m != "macro_f1")
+    assert list(table.columns) == ["metric", "half", "full", "identical"]
+
+
+def test_combined_history_aligns_decoder_loss_by_epoch(results):
+    history = report.combined_history(results / "half.csv", results / "full.csv")
+    assert list(history["epoch"]) == [0, 1, 2]
+    assert history["reconstruction_loss"].tolist()[:2] == [0.2, 0.1]
+    assert pd.isna(history["reconstruction_loss"].iloc[2])
+    assert history["val_accuracy"].tolist() == [0.3, 0.6, 0.85]
+
+
+def test_transfer_table_flattens_nested_reports():
+    table = report.transfer_table({"after": {"ok": True, "weights": {"max_abs_diff": 0.0},
+                                             "different_layers": ["conv_aux"]}})
+    values = dict(zip(table["check"], table["value"]))
+    assert values == {"after.ok": True, "after.weights.max_abs_diff": 0.0,
+                      "after.different_layers": '["conv_aux"]'}
+
+
+def test_cli_writes_every_report_file(results):
+    out = results / "report"
+    code = main(["report", "--half-history", str(results / "half.csv"),
+                 "--full-history", str(results / "full.csv"),
+                 "--half-metrics", str(results / "half.json"),
+                 "--full-metrics", str(results / "full.json"),
+                 "--transfer", f"check={results / 'check.json'}", "--out", str(out)])
+    assert code == 0
+    assert sorted(p.name for p in out.iterdir()) == sorted(report.REPORT_FILES.values())
+    table = pd.read_csv(out / "classification.csv")
+    assert table.loc[table["metric"] == "macro_f1", "identical"].item() == False  # noqa: E712
+    assert "check.weights.identical" in set(pd.read_csv(out / "transfer_check.csv")["check"])
+
+
+def test_missing_result_file_is_a_clear_error(results, capsys):
+    code = main(["report", "--half-history", str(results / "half.csv"),
+                 "--full-history", str(results / "full.csv"),
+                 "--half-metrics", str(results / "nope.json"),
+                 "--full-metrics", str(results / "full.json"), "--out", str(results / "r")])
+    assert code == 2
+    assert "nope.json does not exist" in capsys.readouterr().err
+
+
+def test_bad_transfer_argument_names_the_expected_form(results, capsys):
+    with pytest.raises(SystemExit):
+        main(["report", "--half-history", "h", "--full-history", "f", "--half-metrics", "a",
+              "--full-metrics", "b", "--transfer", "no-equals-sign", "--out", "o"])
+    assert "expected LABEL=PATH" in capsys.readouterr().err
