@@ -622,6 +622,22 @@ def _val_cache(config: TrainConfig) -> bool | str:
     return bool(config.cache)
 
 
+def _train_and_val_datasets(data_dir, config: "TrainConfig", target: str):
+    """The training dataset (augmented, shuffled) and the validation dataset (None when the
+    validation split does not exist) of one training stage."""
+    train_ds = make_dataset(
+        data_dir, config.train_split, im_size=config.im_size, batch_size=config.batch_size,
+        training=True, augment=config.augment_config or False, cache=config.cache,
+        balanced=config.balanced, seed=config.seed, shuffle_buffer=config.shuffle_buffer,
+        target=target, repeat=config.steps_per_epoch is not None)
+    if not _split_exists(data_dir, config.val_split):
+        return train_ds, None
+    val_ds = make_dataset(data_dir, config.val_split, im_size=config.im_size,
+                          batch_size=config.batch_size, training=False,
+                          cache=_val_cache(config), target=target)
+    return train_ds, val_ds
+
+
 def _split_exists(data_dir: str | os.PathLike, split: str | None) -> bool:
     if not split:
         return False
@@ -803,21 +819,11 @@ def train_half(data_dir: str | os.PathLike, out_dir: str | os.PathLike,
     config.save(out_dir / "train_config.json", stage="half", data_dir=str(data_dir),
                 num_classes=len(class_ids), resolved_arch=arch, versions=_versions())
 
-    has_val = _split_exists(data_dir, config.val_split)
-    monitor, mode = HALF_MONITOR if has_val else ("accuracy", "max")
-    if not has_val:
+    train_ds, val_ds = _train_and_val_datasets(data_dir, config, target="class")
+    monitor, mode = HALF_MONITOR if val_ds is not None else ("accuracy", "max")
+    if val_ds is None:
         log.warning("no validation split %r in %s: best.keras is chosen by training accuracy",
                     config.val_split, data_dir)
-    train_ds = make_dataset(
-        data_dir, config.train_split, im_size=config.im_size, batch_size=config.batch_size,
-        training=True, augment=config.augment_config or False, cache=config.cache,
-        balanced=config.balanced, seed=config.seed, shuffle_buffer=config.shuffle_buffer,
-        target="class", repeat=config.steps_per_epoch is not None)
-    val_ds = None
-    if has_val:
-        val_ds = make_dataset(data_dir, config.val_split, im_size=config.im_size,
-                              batch_size=config.batch_size, training=False,
-                              cache=_val_cache(config), target="class")
 
     with _precision_policy(config.mixed_precision):
         strategy = distribution_strategy()
@@ -1091,18 +1097,8 @@ def train_full(data_dir: str | os.PathLike, out_dir: str | os.PathLike,
         verify_transfer(half, full, images, stage="before", batch_size=config.batch_size,
                         out=out_dir / "transfer_check_before.json")
 
-        has_val = _split_exists(data_dir, config.val_split)
-        monitor, mode = ("val_loss", "min") if has_val else ("loss", "min")
-        train_ds = make_dataset(
-            data_dir, config.train_split, im_size=config.im_size, batch_size=config.batch_size,
-            training=True, augment=config.augment_config or False, cache=config.cache,
-            balanced=config.balanced, seed=config.seed, shuffle_buffer=config.shuffle_buffer,
-            target="reconstruction", repeat=config.steps_per_epoch is not None)
-        val_ds = None
-        if has_val:
-            val_ds = make_dataset(data_dir, config.val_split, im_size=config.im_size,
-                                  batch_size=config.batch_size, training=False,
-                                  cache=_val_cache(config), target="reconstruction")
+        train_ds, val_ds = _train_and_val_datasets(data_dir, config, target="reconstruction")
+        monitor, mode = ("val_loss", "min") if val_ds is not None else ("loss", "min")
         cbs, initial_epoch = _make_callbacks(out_dir, config, monitor, mode, callbacks)
         history = full.fit(
             train_ds, validation_data=val_ds, epochs=config.epochs,
