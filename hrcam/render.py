@@ -103,10 +103,9 @@ def _render_chunk(task: Mapping[str, Any]) -> list[np.ndarray]:
         image = task["images"][j]
         if task["figures"]:
             step_j = {k: steps[k][j] for k in keys}
-            fig = plotting.pipeline(image, task["low"][j], task["high"][j], steps=step_j,
-                                    path=item["pipeline_path"], title=item["title"],
-                                    **task["pipeline_params"])
-            del fig
+            plotting.pipeline(image, task["low"][j], task["high"][j], steps=step_j,
+                              path=item["pipeline_path"], title=item["title"],
+                              **task["pipeline_params"])
         if task["overlays"]:
             rgb = plotting.overlay(image, merged)
             Path(item["overlay_path"]).parent.mkdir(parents=True, exist_ok=True)

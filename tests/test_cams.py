@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 
-keras = pytest.importorskip("keras")
+import keras  # noqa: E402
 
 import hrcam  # noqa: E402
 from hrcam import models as M  # noqa: E402

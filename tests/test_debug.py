@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 
-keras = pytest.importorskip("keras")
+import keras  # noqa: E402
 
 from hrcam import models as M  # noqa: E402
 from hrcam.debug import (  # noqa: E402

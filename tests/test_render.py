@@ -14,7 +14,6 @@ IM = 32
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
-    pytest.importorskip("tensorflow")
     from hrcam import models
     from hrcam.data import generate_synthetic
 

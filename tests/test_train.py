@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-tf = pytest.importorskip("tensorflow")
-keras = pytest.importorskip("keras")
+import tensorflow as tf  # noqa: E402
+import keras  # noqa: E402
 
 import hrcam.cli  # noqa: E402
 from hrcam import train as T  # noqa: E402

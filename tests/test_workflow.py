@@ -230,7 +230,6 @@ FAKE_SLURM = {
 def test_slurm_profile_submits_gpu_memory_and_runtime(tmp_path):
     """The ImageNet config through profiles/slurm against a fake `sbatch`: the training job is
     submitted to the GPU partition with --gpus (never --gres), its memory and its wall time."""
-    pytest.importorskip("snakemake_executor_plugin_slurm")
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     for name, text in FAKE_SLURM.items():
