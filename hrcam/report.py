@@ -55,7 +55,7 @@ def classification_table(half: Mapping[str, Any], full: Mapping[str, Any]) -> pd
     """Half and full classification numbers side by side, with an ``identical`` column."""
     keys = [k for k in (*CLASSIFICATION_SCALARS, "num_images", "num_classes")
             if k in half or k in full]
-    return pd.DataFrame({
+    return pd.DataFrame(dtype=object, data={  # object: counts stay integers beside scores
         "metric": keys,
         "half": [half.get(k) for k in keys],
         "full": [full.get(k) for k in keys],

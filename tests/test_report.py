@@ -78,3 +78,9 @@ def test_bad_transfer_argument_names_the_expected_form(results, capsys):
         main(["report", "--half-history", "h", "--full-history", "f", "--half-metrics", "a",
               "--full-metrics", "b", "--transfer", "no-equals-sign", "--out", "o"])
     assert "expected LABEL=PATH" in capsys.readouterr().err
+
+
+def test_classification_table_keeps_counts_as_integers(results):
+    table = report.classification_table(HALF, HALF)
+    assert table.loc[table["metric"] == "num_images", "half"].item() == 30
+    assert isinstance(table.loc[table["metric"] == "num_images", "full"].item(), int)
