@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import argparse
 
-from hrcam.cli.common import (add_pipeline_arguments, add_workers_argument, configure_logging,
+from hrcam.cli.common import (add_model_data_arguments, add_output_arguments,
+                              add_pipeline_arguments, add_workers_argument, configure_logging,
                               pipeline_params_from_args)
 
 
@@ -18,15 +19,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "processes. Writes OUT/arrays/<class>/<stem>.npz (low, high, refined, prediction, label, "
         "probabilities, cam_class), OUT/figures/<class>/<stem>.png (pipeline figure), "
         "OUT/overlays/<class>/<stem>.png, OUT/collage.png and OUT/cams.csv.")
-    p.add_argument("--model", required=True, metavar="FULL.keras", help="trained full model")
-    p.add_argument("--data", required=True, metavar="DIR", help="prepared dataset folder")
-    p.add_argument("--out", required=True, metavar="DIR", help="output folder")
-    p.add_argument("--split", default="test", help="split to take the images from (default: test)")
-    p.add_argument("--limit", type=int, default=None, metavar="N",
-                   help="at most N images, taken round-robin over the classes (default: all)")
+    add_model_data_arguments(p, model="trained full model",
+                             limit="at most N images, taken round-robin over the classes",
+                             batch_size=16)
     p.add_argument("--classes", nargs="+", default=None, metavar="CLASS",
                    help="only these classes (ids, names or indices; default: all)")
-    p.add_argument("--batch-size", type=int, default=16, help="images per batch (default: 16)")
     p.add_argument("--cam-class", choices=("predicted", "label"), default="predicted",
                    help="class whose CAMs are drawn (default: predicted)")
     p.add_argument("--collage-per-class", type=int, default=2, metavar="N",
@@ -35,8 +32,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="skip the per-image pipeline figures")
     p.add_argument("--no-overlays", action="store_true", help="skip the per-image overlays")
     add_workers_argument(p)
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    add_output_arguments(p)
     add_pipeline_arguments(p)
     p.set_defaults(func=_run)
 

@@ -37,6 +37,26 @@ def pipeline_params_from_args(args: argparse.Namespace) -> dict[str, Any]:
     return {name: getattr(args, name) for name in PIPELINE_DEFAULTS}
 
 
+def add_model_data_arguments(parser: argparse.ArgumentParser, *, model: str, limit: str,
+                             batch_size: int, model_metavar: str = "FULL.keras") -> None:
+    """Add the options every model-on-dataset command takes: --model, --data, --out, --split,
+    --batch-size and --limit (``model`` and ``limit`` describe them for this command)."""
+    parser.add_argument("--model", required=True, metavar=model_metavar, help=model)
+    parser.add_argument("--data", required=True, metavar="DIR", help="prepared dataset folder")
+    parser.add_argument("--out", required=True, metavar="DIR", help="output folder")
+    parser.add_argument("--split", default="test", help="split to use (default: test)")
+    parser.add_argument("--batch-size", type=int, default=batch_size,
+                        help=f"images per batch (default: {batch_size})")
+    parser.add_argument("--limit", type=int, default=None, metavar="N",
+                        help=f"{limit} (default: all)")
+
+
+def add_output_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add --no-progress and -v/--verbose."""
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+
+
 def add_workers_argument(parser: argparse.ArgumentParser) -> None:
     """Add `--workers N` (default: every CPU this process may use)."""
     parser.add_argument("--workers", type=int, default=default_workers(),

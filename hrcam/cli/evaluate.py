@@ -9,7 +9,8 @@ import logging
 import sys
 from pathlib import Path
 
-from hrcam.cli.common import (add_pipeline_arguments, add_workers_argument, configure_logging,
+from hrcam.cli.common import (add_model_data_arguments, add_output_arguments,
+                              add_pipeline_arguments, add_workers_argument, configure_logging,
                               pipeline_params_from_args)
 
 log = logging.getLogger("hrcam.evaluate")
@@ -32,16 +33,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Classify every image of DATA/SPLIT (fixed order) and write "
         "OUT/metrics.json, OUT/per_class.csv, OUT/predictions.csv and "
         "OUT/confusion.png. Prints the main numbers.")
-    p.add_argument("--model", required=True, metavar="MODEL.keras",
-                   help="trained half or full model")
-    p.add_argument("--data", required=True, metavar="DIR", help="prepared dataset folder")
-    p.add_argument("--out", required=True, metavar="DIR", help="output folder")
-    p.add_argument("--split", default="test", help="split to evaluate (default: test)")
-    p.add_argument("--batch-size", type=int, default=32, help="images per batch (default: 32)")
-    p.add_argument("--limit", type=int, default=None, metavar="N",
-                   help="only the first N images of the split (default: all)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    add_model_data_arguments(p, model="trained half or full model",
+                             limit="only the first N images of the split", batch_size=32,
+                             model_metavar="MODEL.keras")
+    add_output_arguments(p)
     p.set_defaults(func=_run_classification)
 
     p = sub.add_parser(
@@ -52,13 +47,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "30/50/70 (boxes, all connected components), gt-known and top-1 localization. Writes "
         "OUT/localization.csv (one row per method), OUT/localization.json, OUT/curves.csv "
         "(per-threshold curves, long format), OUT/localization.png and OUT/curves.png.")
-    p.add_argument("--model", required=True, metavar="FULL.keras", help="trained full model")
-    p.add_argument("--data", required=True, metavar="DIR", help="prepared dataset folder")
-    p.add_argument("--out", required=True, metavar="DIR", help="output folder")
-    p.add_argument("--split", default="test", help="split to evaluate (default: test)")
-    p.add_argument("--batch-size", type=int, default=16, help="images per batch (default: 16)")
-    p.add_argument("--limit", type=int, default=None, metavar="N",
-                   help="only the first N annotated images (default: all)")
+    add_model_data_arguments(p, model="trained full model",
+                             limit="only the first N annotated images", batch_size=16)
     p.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS),
                    metavar="METHOD",
                    help=f"methods to score (default: all of {', '.join(METHODS)})")
@@ -70,8 +60,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="layer of LayerCAM (default: skip_<num_blocks>, the deepest encoder "
                    "block before the bottleneck)")
     add_workers_argument(p)
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    add_output_arguments(p)
     add_pipeline_arguments(p)
     p.set_defaults(func=_run_localization)
 
