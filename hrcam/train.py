@@ -622,6 +622,15 @@ def _val_cache(config: TrainConfig) -> bool | str:
     return bool(config.cache)
 
 
+def _fit(model, train_ds, val_ds, config: "TrainConfig", callbacks: list):
+    """`model.fit` with the run's epochs, steps and verbosity (resume is done by the callbacks)."""
+    verbose = config.verbose if config.verbose is not None else default_verbose()
+    return model.fit(train_ds, validation_data=val_ds, epochs=config.epochs,
+                     steps_per_epoch=config.steps_per_epoch,
+                     validation_steps=config.validation_steps, callbacks=callbacks,
+                     shuffle=False, verbose=verbose)
+
+
 def _train_and_val_datasets(data_dir, config: "TrainConfig", target: str):
     """The training dataset (augmented, shuffled) and the validation dataset (None when the
     validation split does not exist) of one training stage."""
@@ -837,11 +846,7 @@ def train_half(data_dir: str | os.PathLike, out_dir: str | os.PathLike,
             model.compile(optimizer=make_optimizer(config), loss="categorical_crossentropy",
                           metrics=metrics, jit_compile=bool(config.xla))
         cbs, initial_epoch = _make_callbacks(out_dir, config, monitor, mode, callbacks)
-        history = model.fit(
-            train_ds, validation_data=val_ds, epochs=config.epochs,
-            steps_per_epoch=config.steps_per_epoch, validation_steps=config.validation_steps,
-            callbacks=cbs, shuffle=False, verbose=config.verbose if config.verbose is not None
-            else default_verbose())
+        history = _fit(model, train_ds, val_ds, config, cbs)
     _finish_run(out_dir)
     return {
         "stage": "half", "out_dir": str(out_dir), "best": str(out_dir / "best.keras"),
@@ -1100,11 +1105,7 @@ def train_full(data_dir: str | os.PathLike, out_dir: str | os.PathLike,
         train_ds, val_ds = _train_and_val_datasets(data_dir, config, target="reconstruction")
         monitor, mode = ("val_loss", "min") if val_ds is not None else ("loss", "min")
         cbs, initial_epoch = _make_callbacks(out_dir, config, monitor, mode, callbacks)
-        history = full.fit(
-            train_ds, validation_data=val_ds, epochs=config.epochs,
-            steps_per_epoch=config.steps_per_epoch, validation_steps=config.validation_steps,
-            callbacks=cbs, shuffle=False, verbose=config.verbose if config.verbose is not None
-            else default_verbose())
+        history = _fit(full, train_ds, val_ds, config, cbs)
 
         best = keras.models.load_model(out_dir / "best.keras", compile=False)
         report = verify_transfer(half, best, images, stage="after",

@@ -208,24 +208,7 @@ def test_accumulators_merge():
 # end to end on a tiny random-weights model and a tiny generated dataset
 # --------------------------------------------------------------------------------------------
 
-IM = 32
-
-
-@pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory):
-    """A generated dataset (3 classes, 32 px, masks + boxes) and tiny half / full models."""
-    from hrcam import models
-    from hrcam.data import generate_synthetic
-
-    root = tmp_path_factory.mktemp("eval")
-    data = root / "data"
-    generate_synthetic(data, classes=3, per_class=8, im_size=IM, seed=0)
-    half = models.build_half_model(3, (IM, IM, 3), "tiny")
-    full = models.full_model_from_half(half)
-    half.save(root / "half.keras")
-    full.save(root / "full.keras")
-    return {"root": root, "data": data, "half": root / "half.keras", "full": root / "full.keras",
-            "full_model": full}
+IM = 32  # image side of the shared `tiny_run` fixture (conftest.TINY_IM)
 
 
 def test_cam_extractor_matches_definitions(tiny_run):

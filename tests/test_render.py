@@ -1,4 +1,4 @@
-"""Batch CAM rendering (`hrcam.render.render_cams`, `hrcam cams`) on a tiny model and dataset."""
+"""Batch CAM rendering (`hrcam.render.render_cams`, `hrcam cams`) on a tiny model and dataset (the shared `tiny_run` fixture)."""
 
 from __future__ import annotations
 
@@ -9,20 +9,7 @@ import pytest
 
 from hrcam import render
 
-IM = 32
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    from hrcam import models
-    from hrcam.data import generate_synthetic
-
-    root = tmp_path_factory.mktemp("render")
-    data = root / "data"
-    generate_synthetic(data, classes=3, per_class=8, im_size=IM, seed=1)
-    full = models.full_model_from_half(models.build_half_model(3, (IM, IM, 3), "tiny"))
-    full.save(root / "full.keras")
-    return {"root": root, "data": data, "full": root / "full.keras"}
+IM = 32  # image side of the shared `tiny_run` fixture (conftest.TINY_IM)
 
 
 def test_select_images_round_robin_and_classes():
@@ -37,9 +24,9 @@ def test_select_images_round_robin_and_classes():
         render.select_images(paths, labels, ids, names, classes=["dog"])
 
 
-def test_render_cams_outputs(tiny):
-    out = tiny["root"] / "cams"
-    summary = render.render_cams(tiny["full"], tiny["data"], "test", out, limit=4, workers=1,
+def test_render_cams_outputs(tiny_run):
+    out = tiny_run["root"] / "cams"
+    summary = render.render_cams(tiny_run["full"], tiny_run["data"], "test", out, limit=4, workers=1,
                                  batch_size=3, progress=False)
     assert summary["num_images"] == 4
     with open(out / "cams.csv") as f:
@@ -68,8 +55,8 @@ def test_render_cams_outputs(tiny):
 
     from hrcam.cams import FullModel
 
-    fm = FullModel(tiny["full"])
-    raw = tf.io.read_file(str(tiny["data"] / rows[0]["relpath"]))
+    fm = FullModel(tiny_run["full"])
+    raw = tf.io.read_file(str(tiny_run["data"] / rows[0]["relpath"]))
     x = tf.io.decode_image(raw, channels=3, expand_animations=False).numpy().astype(np.float32)
     high, low, pred = fm.generate_cams(x)
     with np.load(out / rows[0]["npz"]) as z:
@@ -78,11 +65,11 @@ def test_render_cams_outputs(tiny):
         assert int(z["prediction"]) == pred
 
 
-def test_cli_cams_classes_limit_and_workers(tiny, capsys):
+def test_cli_cams_classes_limit_and_workers(tiny_run, capsys):
     from hrcam.cli import main
 
-    out = tiny["root"] / "cams_cli"
-    assert main(["cams", "--model", str(tiny["full"]), "--data", str(tiny["data"]), "--out",
+    out = tiny_run["root"] / "cams_cli"
+    assert main(["cams", "--model", str(tiny_run["full"]), "--data", str(tiny_run["data"]), "--out",
                  str(out), "--classes", "disk", "square", "--limit", "3", "--workers", "2",
                  "--cam-class", "label", "--no-figures", "--no-progress"]) == 0
     assert "rendered 3" in capsys.readouterr().out
