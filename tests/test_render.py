@@ -1,4 +1,5 @@
-"""Batch CAM rendering (`hrcam.render.render_cams`, `hrcam cams`) on a tiny model and dataset (the shared `tiny_run` fixture)."""
+"""Batch CAM rendering (`hrcam.render.render_cams`, `hrcam cams`) on a tiny model and dataset
+(the shared `tiny_run` fixture)."""
 
 from __future__ import annotations
 
