@@ -23,7 +23,7 @@ import yaml
 
 from hrcam.data import animal_synsets
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SNAKEFILE = ROOT / "Snakefile"
 CONFIGS = ROOT / "config"
 SLURM_PROFILE = ROOT / "profiles" / "slurm"

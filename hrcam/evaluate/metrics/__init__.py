@@ -1,0 +1,1 @@
+"""Localization and classification metrics in pure NumPy (importing this never imports TensorFlow)."""
