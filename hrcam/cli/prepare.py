@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import logging
+from collections.abc import Callable
 
 from hrcam.cli.common import add_workers_argument, configure_logging
 
@@ -19,7 +21,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "prepare", help="prepare a dataset (synthetic, ImageNet, ImageNet val, own folders)",
         description="Prepare a dataset in hrcam's layout: OUT/{train,test,val}/<class>/<image>, "
-        "classes.txt, manifest.csv, summary.json (+ boxes.csv, masks/ where annotated).")
+        "classes.txt, manifest.csv, summary.json (+ boxes.csv, masks/ where annotated). A "
+        "preparation locks --out (a second one into the same folder fails at once) and "
+        "publishes the dataset only when it is complete.")
     sub = parser.add_subparsers(dest="dataset", metavar="DATASET", required=True)
 
     # -- synthetic ---------------------------------------------------------------------------
@@ -110,7 +114,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--src", required=True, help="source folder")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--class-names", default=None,
-                   help="optional file of '<class-id> <human name>' lines")
+                   help="optional file of '<class-id> <human name>' lines (class id: the folder "
+                   "name with whitespace replaced by '_')")
+    p.add_argument("--boxes", default=None, metavar="CSV",
+                   help="bounding boxes: a CSV with the columns image,xmin,ymin,xmax,ymax "
+                   "(image: path relative to --src; coordinates: inclusive pixel indices of the "
+                   "source image; one row per box)")
+    p.add_argument("--masks", default=None, metavar="DIR",
+                   help="masks: a folder mirroring --src with one .png per image (same relative "
+                   "path, suffix .png; non-zero = object)")
     _add_conversion(p, test_fraction=True, default_fraction=0.2)
     add_workers_argument(p)
     p.add_argument("-v", "--verbose", action="store_true")
@@ -153,6 +165,24 @@ def _print_summary(summary: dict) -> None:
     print(json.dumps(short))
 
 
+def _clear_errors(run: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    """Turn an operating-system error (no permission, disk full, ...) into a one-line error
+    (exit 2) naming the file, like every other bad input."""
+
+    @functools.wraps(run)
+    def wrapped(args: argparse.Namespace) -> int:
+        try:
+            return run(args)
+        except (FileNotFoundError, FileExistsError):
+            raise
+        except OSError as error:
+            where = f"{error.filename}: " if error.filename else ""
+            raise ValueError(f"cannot read or write {where}{error.strerror or error}") from error
+
+    return wrapped
+
+
+@_clear_errors
 def _run_synthetic(args: argparse.Namespace) -> int:
     configure_logging(args.verbose)
     from hrcam.data.synthetic import generate_synthetic
@@ -167,6 +197,7 @@ def _run_synthetic(args: argparse.Namespace) -> int:
     return 0
 
 
+@_clear_errors
 def _run_imagenet(args: argparse.Namespace) -> int:
     configure_logging(args.verbose)
     from hrcam.data.imagenet import prepare_imagenet
@@ -184,6 +215,7 @@ def _run_imagenet(args: argparse.Namespace) -> int:
     return 0
 
 
+@_clear_errors
 def _run_imagenet_merge(args: argparse.Namespace) -> int:
     configure_logging(args.verbose)
     from hrcam.data.imagenet import merge_imagenet_parts
@@ -193,9 +225,10 @@ def _run_imagenet_merge(args: argparse.Namespace) -> int:
     return 0
 
 
+@_clear_errors
 def _run_imagenet_val(args: argparse.Namespace) -> int:
     configure_logging(args.verbose)
-    from hrcam.data.imagenet import prepare_imagenet_val
+    from hrcam.data.imagenet_val import prepare_imagenet_val
 
     summary = prepare_imagenet_val(
         out_dir=args.out, val_tar=args.val_tar, val_dir=args.val_dir,
@@ -206,6 +239,7 @@ def _run_imagenet_val(args: argparse.Namespace) -> int:
     return 0
 
 
+@_clear_errors
 def _run_folder(args: argparse.Namespace) -> int:
     configure_logging(args.verbose)
     from hrcam.data.folder import prepare_folder
@@ -213,6 +247,7 @@ def _run_folder(args: argparse.Namespace) -> int:
     summary = prepare_folder(
         src=args.src, out_dir=args.out, class_names=args.class_names, im_size=args.im_size,
         resize=args.resize, test_fraction=args.test_fraction, seed=args.seed,
-        workers=args.workers, fmt=args.format, quality=args.quality)
+        workers=args.workers, fmt=args.format, quality=args.quality, boxes=args.boxes,
+        masks=args.masks)
     _print_summary(summary)
     return 0

@@ -7,10 +7,11 @@ Public API (no TensorFlow is imported by this package):
 * preparation: :func:`generate_synthetic` (the embedded default dataset),
   :func:`prepare_imagenet` (ILSVRC-2012 train archive or tree),
   :func:`prepare_imagenet_val` (validation images with boxes), :func:`merge_imagenet_parts`,
-  :func:`prepare_folder` (a user's own class-folder dataset);
+  :func:`prepare_folder` (a user's own class-folder dataset, optionally with boxes and masks);
 * helpers: :func:`convert_image`, :func:`assign_split`.
 
-See :mod:`hrcam.data.common` for the output layout.
+See :mod:`hrcam.data.common` for the output layout and coordinate conventions, and
+:mod:`hrcam.data.publish` for the lock on the output folder and all-or-nothing publication.
 """
 
 from hrcam.data.common import (DEFAULT_JPEG_QUALITY, animal_synsets, assign_split,
@@ -29,10 +30,14 @@ DEFAULT_TEST_FRACTION = 114114 / 510530
 
 
 def __getattr__(name):
-    if name in ("prepare_imagenet", "prepare_imagenet_val", "merge_imagenet_parts"):
+    if name in ("prepare_imagenet", "merge_imagenet_parts"):
         from hrcam.data import imagenet
 
         return getattr(imagenet, name)
+    if name == "prepare_imagenet_val":
+        from hrcam.data import imagenet_val
+
+        return imagenet_val.prepare_imagenet_val
     if name == "prepare_folder":
         from hrcam.data import folder
 

@@ -8,7 +8,13 @@ Layout of every prepared dataset ``OUT``::
     OUT/manifest.csv                 source,class,split,output,status,reason (one row per source)
     OUT/summary.json                 counts per class and split, skipped files, parameters
     OUT/boxes.csv                    image,class,xmin,ymin,xmax,ymax (where annotations exist)
-    OUT/masks/<split>/<class>/<image stem>.png  (generated data: binary masks, 0/255)
+    OUT/masks/<split>/<class>/<image stem>.png  (binary masks, 0/255, where annotated)
+
+Boxes are continuous output-pixel coordinates: ``xmax``/``ymax`` are exclusive, so a box of the
+single pixel column 3 spans ``xmin 3, xmax 4``. Source annotations given as inclusive pixel
+indices (VOC, ImageNet, ``prepare folder --boxes``) go through :func:`inclusive_box` first.
+A folder holding :data:`INCOMPLETE_MARKER` is being prepared (or its preparation failed) and is
+refused by the readers.
 
 No TensorFlow here: this module is imported by the command line and by light-weight tools.
 """
@@ -35,6 +41,8 @@ BOX_FIELDS = ("image", "class", "xmin", "ymin", "xmax", "ymax")
 DEFAULT_JPEG_QUALITY = 95
 RESIZE_MODES = ("stretch", "center-crop")
 FORMATS = ("jpeg", "png")
+#: Present in a dataset folder while (or because) its preparation is not complete.
+INCOMPLETE_MARKER = ".hrcam-incomplete"
 
 
 # ----------------------------------------------------------------------------------------------
@@ -42,13 +50,37 @@ FORMATS = ("jpeg", "png")
 # ----------------------------------------------------------------------------------------------
 
 
+def check_complete(data_dir: str | os.PathLike) -> None:
+    """Raise ValueError if ``data_dir`` carries hrcam's "preparation incomplete" marker.
+
+    A plain class-folder tree (no marker) passes: users may point hrcam at their own folders.
+    """
+    marker = Path(data_dir) / INCOMPLETE_MARKER
+    if not marker.exists():
+        return
+    try:
+        record = json.loads(marker.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        record = {}
+    record = record if isinstance(record, dict) else {}
+    command = record.get("command") or "hrcam prepare ..."
+    started = (f"; started by pid {record['pid']} on host {record.get('host', '?')} at "
+               f"{record.get('started', '?')}, which may still be running"
+               if "pid" in record else "")
+    when = f", {record['when']}" if record.get("when") else ""
+    raise ValueError(f"{data_dir} was not completely prepared (it holds {INCOMPLETE_MARKER}"
+                     f"{started}): run `{command}` again{when}")
+
+
 def read_classes(data_dir: str | os.PathLike) -> list[tuple[str, str]]:
     """``[(class_id, human_name), ...]`` in class-index order (sorted class ids).
 
     Read from ``data_dir/classes.txt``; without it, the sorted class folders of ``train/`` (or
-    of the first split folder found) are used, each named after itself.
+    of the first split folder found) are used, each named after itself. A folder whose
+    preparation is incomplete is refused (:func:`check_complete`).
     """
     data_dir = Path(data_dir)
+    check_complete(data_dir)
     path = data_dir / "classes.txt"
     if path.is_file():
         classes = []
@@ -75,8 +107,10 @@ def list_images(data_dir: str | os.PathLike, split: str
     ``class_ids`` is the sorted list of classes of the dataset (``classes.txt`` where present,
     else the sorted class folders of the split); ``labels[i]`` is the index of the class of
     ``paths[i]`` in it. Paths are sorted by class then file name, so the order is reproducible.
+    A folder whose preparation is incomplete is refused (:func:`check_complete`).
     """
     data_dir = Path(data_dir)
+    check_complete(data_dir)
     split_dir = data_dir / split
     if not split_dir.is_dir():
         raise FileNotFoundError(f"{split_dir}: no such split folder (expected "
@@ -196,23 +230,38 @@ def parse_class_names(lines: Iterable[str]) -> list[tuple[str, str]]:
     return out
 
 
+def read_text_file(path: str | os.PathLike, option: str) -> str:
+    """The text of a UTF-8 file given with ``option`` (a clear error if it is not text)."""
+    try:
+        return Path(path).read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as error:
+        raise ValueError(f"{option} {path}: not a UTF-8 text file ({error})") from error
+
+
 def read_class_names(path: str | os.PathLike) -> dict[str, str]:
     """``{wnid: name}`` from LOC_synset_mapping.txt / synset_words.txt, or the devkit's meta.mat
     (needs SciPy)."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: class-name file not found (expected "
+        raise FileNotFoundError(f"--class-names {path}: no such file (expected "
                                 "LOC_synset_mapping.txt, synset_words.txt or meta.mat)")
     if path.suffix == ".mat":
         from scipy.io import loadmat
 
-        synsets = loadmat(str(path), squeeze_me=True)["synsets"]
-        return {str(s["WNID"]): str(s["words"]) for s in synsets}
-    return dict(parse_class_names(path.read_text(encoding="utf-8").splitlines()))
+        try:
+            synsets = loadmat(str(path), squeeze_me=True)["synsets"]
+            return {str(s["WNID"]): str(s["words"]) for s in synsets}
+        except Exception as error:  # noqa: BLE001 - SciPy's many reader errors
+            raise ValueError(f"--class-names {path}: not the devkit's meta.mat (a 'synsets' "
+                             f"table with WNID and words): {type(error).__name__}: "
+                             f"{' '.join(str(error).split())}") from error
+    return dict(parse_class_names(read_text_file(path, "--class-names").splitlines()))
 
 
 def write_classes(out_dir: Path, classes: Sequence[tuple[str, str]]) -> None:
-    text = "".join(f"{cid} {name}\n" for cid, name in sorted(classes))
+    """``classes.txt``: one ``<id> <name>`` line per class (line breaks in names become
+    spaces, so that every class stays on its line)."""
+    text = "".join(f"{cid} {' '.join(name.splitlines())}\n" for cid, name in sorted(classes))
     atomic_write_text(out_dir / "classes.txt", text)
 
 
@@ -290,17 +339,25 @@ def output_suffix(fmt: str) -> str:
     return {"jpeg": ".jpg", "png": ".png"}[fmt]
 
 
+def inclusive_box(box: Sequence[float]) -> tuple[float, float, float, float]:
+    """An inclusive pixel-index box (VOC / ImageNet: columns ``xmin..xmax`` both covered) as
+    continuous coordinates with exclusive ``xmax``/``ymax``: ``(x0, y0, x1 + 1, y1 + 1)``."""
+    return float(box[0]), float(box[1]), float(box[2]) + 1.0, float(box[3]) + 1.0
+
+
 def rescale_box(box: Sequence[float], width: int, height: int, im_size: int,
                 resize: str) -> tuple[float, float, float, float] | None:
-    """A source-pixel box in output pixel coordinates (clipped; None if it falls outside)."""
+    """A continuous source-pixel box (``xmax``/``ymax`` exclusive) in output pixel coordinates,
+    clipped to the output, at full float precision; None if it falls outside the output (a
+    centre crop can cut a box away)."""
     (left, top, right, bottom), sx, sy = target_geometry(width, height, im_size, resize)
-    x0 = min(max((box[0] - left) * sx, 0.0), im_size)
-    y0 = min(max((box[1] - top) * sy, 0.0), im_size)
-    x1 = min(max((box[2] - left) * sx, 0.0), im_size)
-    y1 = min(max((box[3] - top) * sy, 0.0), im_size)
+    x0 = min(max((box[0] - left) * sx, 0.0), float(im_size))
+    y0 = min(max((box[1] - top) * sy, 0.0), float(im_size))
+    x1 = min(max((box[2] - left) * sx, 0.0), float(im_size))
+    y1 = min(max((box[3] - top) * sy, 0.0), float(im_size))
     if x1 <= x0 or y1 <= y0:
         return None
-    return round(x0, 2), round(y0, 2), round(x1, 2), round(y1, 2)
+    return float(x0), float(y0), float(x1), float(y1)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -350,6 +407,12 @@ def atomic_write_text(path: Path, text: str) -> None:
         raise
 
 
+def printable(name: str) -> str:
+    """A file name as text that can be written to UTF-8 files: bytes that are not UTF-8
+    (kept by Python as surrogates) become ``\\xNN`` escapes."""
+    return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
 def csv_text(fields: Sequence[str], rows: Iterable[Mapping[str, Any]]) -> str:
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=list(fields), lineterminator="\n")
@@ -392,14 +455,23 @@ def summarize(manifest: Sequence[Mapping[str, Any]], classes: Sequence[tuple[str
 
 def write_outputs(out_dir: Path, classes: Sequence[tuple[str, str]],
                   manifest: Sequence[Mapping[str, Any]], parameters: Mapping[str, Any],
-                  boxes: Sequence[Mapping[str, Any]] | None = None) -> dict[str, Any]:
-    """Write classes.txt, manifest.csv, boxes.csv (if given) and summary.json (last)."""
+                  boxes: Sequence[Mapping[str, Any]] | None = None,
+                  annotations: Mapping[str, Any] | None = None,
+                  annotation_rows: Sequence[Mapping[str, Any]] = ()) -> dict[str, Any]:
+    """Write classes.txt, manifest.csv, boxes.csv (if given) and summary.json (last).
+
+    ``annotation_rows`` (bad annotation rows, manifest fields) follow the image rows in
+    manifest.csv; ``annotations`` (their summary) goes into summary.json under that key.
+    """
     out_dir = Path(out_dir)
     write_classes(out_dir, classes)
-    atomic_write_text(out_dir / "manifest.csv", csv_text(MANIFEST_FIELDS, manifest))
+    atomic_write_text(out_dir / "manifest.csv",
+                      csv_text(MANIFEST_FIELDS, [*manifest, *annotation_rows]))
     if boxes is not None:
         atomic_write_text(out_dir / "boxes.csv", csv_text(BOX_FIELDS, boxes))
     summary = summarize(manifest, classes, parameters)
+    if annotations is not None:
+        summary["annotations"] = dict(annotations)
     atomic_write_text(out_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
     return summary
 

@@ -1,5 +1,5 @@
-"""ILSVRC-2012: the train archive (streamed) or tree -> resized, split class folders; the
-validation images of the chosen classes with their boxes.
+"""ILSVRC-2012 train classes: the train archive (streamed) or tree -> resized, split class
+folders (the validation set is :mod:`hrcam.data.imagenet_val`).
 
 Train sources, all read without unpacking anything to disk:
 
@@ -16,11 +16,17 @@ with a marker and redoes any other (an interrupted class leaves a temp folder an
 ``OUT/parts/params.json`` pins the conversion parameters so that resumed or per-class runs
 cannot mix image sizes. The merge step writes ``classes.txt``, ``manifest.csv`` and
 ``summary.json`` from the parts.
+
+``OUT`` is built in place (that is what makes it resumable), so while classes are being added
+it carries hrcam's "incomplete" marker, removed by the merge: the readers refuse it until then.
+Per-class jobs (``wnids``) lock ``OUT`` shared and their classes exclusively, so parallel jobs
+on other classes go on; whole runs and the merge lock ``OUT`` exclusively
+(:mod:`hrcam.data.publish`).
 """
 
 from __future__ import annotations
 
-import csv
+import contextlib
 import io
 import json
 import logging
@@ -28,16 +34,17 @@ import os
 import re
 import tarfile
 import time
-import xml.etree.ElementTree as ET
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from hrcam.data.common import (BOX_FIELDS, MANIFEST_FIELDS, IMAGE_EXTENSIONS, animal_synsets,
-                               assign_split, atomic_write_text, check_fraction, csv_text,
-                               output_suffix, parse_class_names, read_class_names, read_csv,
-                               remove_path, rescale_box, write_outputs)
+from hrcam.data.common import (IMAGE_EXTENSIONS, MANIFEST_FIELDS, animal_synsets, assign_split,
+                               atomic_write_text, check_fraction, csv_text, output_suffix,
+                               parse_class_names, read_class_names, read_csv, read_text_file,
+                               remove_path, write_outputs)
 from hrcam.data.engine import conversion_params, convert_stream, effective_workers
+from hrcam.data.publish import (class_locks, command_line, mark_incomplete, output_lock,
+                                resolve_out, unmark_incomplete)
 
 log = logging.getLogger(__name__)
 
@@ -212,7 +219,7 @@ def select_classes(available: Sequence[str] | None, synsets: str | os.PathLike |
         if not path.is_file():
             raise FileNotFoundError(f"--synsets {path}: no such file (expected 'wnid [name]' "
                                     "lines)")
-        listed = parse_class_names(path.read_text(encoding="utf-8").splitlines())
+        listed = parse_class_names(read_text_file(path, "--synsets").splitlines())
         bad = [w for w, _ in listed if not WNID.match(w)]
         if bad:
             raise ValueError(f"--synsets {path}: not WordNet ids: {bad[:5]} (expected lines "
@@ -236,27 +243,50 @@ def select_classes(available: Sequence[str] | None, synsets: str | os.PathLike |
     return [(w, names.get(w, w)) for w in wnids]
 
 
+def require_two_classes(classes: Sequence[tuple[str, str]], how: str) -> None:
+    """Refuse a selection that cannot train a classifier (per-class jobs are exempt)."""
+    if len(classes) < 2:
+        raise ValueError(f"{how} selects {len(classes)} class(es) "
+                         f"({', '.join(w for w, _ in classes) or 'none'}); at least 2 are "
+                         "needed (a per-class job takes single classes with --wnids)")
+
+
 # ----------------------------------------------------------------------------------------------
 # Train
 # ----------------------------------------------------------------------------------------------
 
 
+def _read_params(path: Path) -> dict[str, Any]:
+    try:
+        params = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:
+        raise ValueError(f"{path}: unreadable ({error}); it pins the parameters of the classes "
+                         "prepared there: use another --out or delete that folder") from error
+    if not isinstance(params, dict):
+        raise ValueError(f"{path}: expected a JSON object of parameters")
+    return params
+
+
 def _check_params(out_dir: Path, params: dict[str, Any],
-                  classes: Sequence[tuple[str, str]]) -> None:
-    selection = "".join(f"{w} {n}\n" for w, n in classes)
-    sel_path = out_dir / "parts" / "selection.txt"
-    if not sel_path.is_file() or sel_path.read_text(encoding="utf-8") != selection:
-        atomic_write_text(sel_path, selection)
+                  classes: Sequence[tuple[str, str]] | None = None) -> None:
+    """Refuse parameters other than those pinned in ``parts/params.json``; with ``classes``,
+    also pin them and record the selection (under the lock)."""
     path = out_dir / "parts" / "params.json"
     wanted = {k: params[k] for k in _PARAM_KEYS}
     if path.is_file():
-        have = json.loads(path.read_text())
+        have = _read_params(path)
         have = {k: have.get(k) for k in _PARAM_KEYS}
         if have != wanted:
             diff = {k: (have[k], wanted[k]) for k in _PARAM_KEYS if have[k] != wanted[k]}
             raise ValueError(f"{out_dir} holds classes prepared with other parameters "
                              f"(prepared, requested): {diff}; use another --out or delete it")
-    else:
+    if classes is None:
+        return
+    selection = "".join(f"{w} {n}\n" for w, n in classes)
+    sel_path = out_dir / "parts" / "selection.txt"
+    if not sel_path.is_file() or sel_path.read_text(encoding="utf-8") != selection:
+        atomic_write_text(sel_path, selection)
+    if not path.is_file():
         atomic_write_text(path, json.dumps(wanted, indent=2) + "\n")
 
 
@@ -278,10 +308,11 @@ def prepare_imagenet(out_dir: str | os.PathLike, train_tar: str | os.PathLike | 
     ``merge`` is off).
 
     ``wnids`` restricts the run to some of the selected classes (per-class cluster jobs); each
-    class then needs only its own member of the archive. Complete classes are skipped.
+    class then needs only its own member of the archive. Complete classes are skipped. Without
+    ``wnids`` the selection must hold at least 2 classes.
     """
     t0 = time.perf_counter()
-    out_dir = Path(out_dir)
+    out_dir = resolve_out(out_dir)
     source = TrainSource(train_tar, train_dir)
     conv = conversion_params(im_size, resize, fmt, quality)
     test_fraction = check_fraction(test_fraction)
@@ -291,6 +322,8 @@ def prepare_imagenet(out_dir: str | os.PathLike, train_tar: str | os.PathLike | 
     selected = [w for w, _ in classes]
     if wnids is not None:
         wnids = list(dict.fromkeys(wnids))
+        if not wnids:
+            raise ValueError("--wnids: no WordNet id given (expected e.g. --wnids n01440764)")
         bad = [w for w in wnids if not WNID.match(w)]
         if bad:
             raise ValueError(f"--wnids: not WordNet ids: {bad[:5]}")
@@ -300,21 +333,35 @@ def prepare_imagenet(out_dir: str | os.PathLike, train_tar: str | os.PathLike | 
                              f"({len(selected)} selected by --synsets/--num-classes)")
         todo = wnids
     else:
+        require_two_classes(classes, f"--synsets {synsets}" if synsets is not None
+                            else f"--num-classes {num_classes}")
         todo = selected
     source.check(todo)
     params = dict(conv, test_fraction=test_fraction, seed=seed)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    _check_params(out_dir, params, classes)
-    pending = [w for w in todo if not class_complete(out_dir, w)]
-    log.info("%d class(es) requested, %d already complete, %d to do (workers=%d)",
-             len(todo), len(todo) - len(pending), len(pending), workers)
-    n = _convert_classes(source, pending, out_dir, conv, test_fraction, seed, workers)
-    dt = time.perf_counter() - t0
-    if n:
-        log.info("converted %d images in %.1f s (%.1f images/s)", n, dt, n / dt)
-    if not merge:
-        return None
-    return merge_imagenet_parts(out_dir, classes=classes)
+    _check_params(out_dir, params)  # before anything is written
+    if wnids is None:
+        hint = {"command": command_line()}
+    else:
+        hint = {"command": f"hrcam prepare imagenet-merge --out {out_dir}",
+                "when": "once every per-class `hrcam prepare imagenet --wnids` job is done"}
+    with output_lock(out_dir, shared=wnids is not None):
+        out_dir.mkdir(exist_ok=True)
+        _check_params(out_dir, params, classes)
+        with class_locks(out_dir, todo) if wnids is not None else contextlib.nullcontext():
+            pending = [w for w in todo if not class_complete(out_dir, w)]
+            log.info("%d class(es) requested, %d already complete, %d to do (workers=%d)",
+                     len(todo), len(todo) - len(pending), len(pending), workers)
+            if pending:
+                mark_incomplete(out_dir, **hint)
+            n = _convert_classes(source, pending, out_dir, conv, test_fraction, seed, workers)
+        dt = time.perf_counter() - t0
+        if n:
+            log.info("converted %d images in %.1f s (%.1f images/s)", n, dt, n / dt)
+        if not merge:
+            return None
+        if wnids is None:
+            return _merge(out_dir, classes=classes)
+    return merge_imagenet_parts(out_dir, classes=classes)  # takes the lock exclusively
 
 
 def _convert_classes(source: TrainSource, wnids: Sequence[str], out_dir: Path,
@@ -417,18 +464,27 @@ def merge_imagenet_parts(out_dir: str | os.PathLike,
                          class_names: str | os.PathLike | None = None,
                          synsets: str | os.PathLike | None = None,
                          num_classes: int | None = None) -> dict[str, Any]:
-    """Write ``classes.txt``, ``manifest.csv`` and ``summary.json`` from ``OUT/parts``.
+    """Write ``classes.txt``, ``manifest.csv`` and ``summary.json`` from ``OUT/parts`` and
+    remove the "incomplete" marker, holding the exclusive lock on ``OUT``.
 
     The classes are, in order of precedence: ``classes``; the ``synsets`` file; the first
     ``num_classes`` of the selection recorded by the preparing runs
-    (``OUT/parts/selection.txt``); that whole selection. Fails with the list of missing
-    classes if any of them is not complete. ``class_names`` renames classes.
+    (``OUT/parts/selection.txt``); that whole selection; at least 2 of them. Fails with the
+    list of missing classes if any of them is not complete. ``class_names`` renames classes.
     """
-    out_dir = Path(out_dir)
+    out_dir = resolve_out(out_dir)
+    if not (out_dir / "parts").is_dir():
+        raise FileNotFoundError(f"{out_dir / 'parts'}: no per-class parts; run `hrcam prepare "
+                                "imagenet` first")
+    with output_lock(out_dir):
+        return _merge(out_dir, classes, class_names, synsets, num_classes)
+
+
+def _merge(out_dir: Path, classes: Sequence[tuple[str, str]] | None = None,
+           class_names: str | os.PathLike | None = None,
+           synsets: str | os.PathLike | None = None,
+           num_classes: int | None = None) -> dict[str, Any]:
     parts = out_dir / "parts"
-    if not parts.is_dir():
-        raise FileNotFoundError(f"{parts}: no per-class parts; run `hrcam prepare imagenet` "
-                                "first")
     selection_path = parts / "selection.txt"
     selection = parse_class_names(selection_path.read_text(encoding="utf-8").splitlines()) \
         if selection_path.is_file() else None
@@ -443,6 +499,8 @@ def merge_imagenet_parts(out_dir: str | os.PathLike,
                                     "first (or give --synsets)")
         classes = selection
         if num_classes is not None:
+            if int(num_classes) < 2:
+                raise ValueError(f"--num-classes must be at least 2, got {num_classes}")
             if int(num_classes) > len(selection):
                 raise ValueError(f"--num-classes {num_classes}: the preparing runs selected "
                                  f"only {len(selection)} classes ({selection_path})")
@@ -450,6 +508,9 @@ def merge_imagenet_parts(out_dir: str | os.PathLike,
     if class_names is not None:
         names = read_class_names(class_names)
         classes = [(w, names.get(w, n)) for w, n in classes]
+    require_two_classes(classes, f"--synsets {synsets}" if synsets is not None else
+                        f"--num-classes {num_classes}" if num_classes is not None else
+                        f"the selection of the preparing runs ({selection_path})")
     missing = [w for w, _ in classes if not (parts / f"{w}.csv").is_file()]
     if missing:
         raise ValueError(f"{out_dir}: {len(missing)} of {len(classes)} selected class(es) not "
@@ -458,187 +519,9 @@ def merge_imagenet_parts(out_dir: str | os.PathLike,
     manifest = []
     for wnid, _ in classes:
         manifest.extend(read_csv(parts / f"{wnid}.csv"))
-    params = json.loads((parts / "params.json").read_text()) if (parts / "params.json").is_file() \
-        else {}
+    params = _read_params(parts / "params.json") if (parts / "params.json").is_file() else {}
     params = dict(params, dataset="imagenet", classes=len(classes))
-    return write_outputs(out_dir, classes, manifest, params)
-
-
-# ----------------------------------------------------------------------------------------------
-# Validation set
-# ----------------------------------------------------------------------------------------------
-
-
-def read_val_solution(path: str | os.PathLike) -> dict[str, list[tuple[str, list[float]]]]:
-    """``{image id: [(wnid, [xmin, ymin, xmax, ymax]), ...]}`` from LOC_val_solution.csv."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"--solution-csv {path}: no such file (expected "
-                                "LOC_val_solution.csv)")
-    labels: dict[str, list] = {}
-    with open(path, newline="", encoding="utf-8") as f:
-        reader = csv.DictReader(f)
-        if not reader.fieldnames or not {"ImageId", "PredictionString"} <= set(reader.fieldnames):
-            raise ValueError(f"--solution-csv {path}: expected the columns "
-                             "ImageId,PredictionString of LOC_val_solution.csv")
-        for row in reader:
-            tokens = row["PredictionString"].split()
-            if len(tokens) % 5:
-                raise ValueError(f"{path}: {row['ImageId']}: PredictionString must repeat "
-                                 "'wnid xmin ymin xmax ymax'")
-            labels[row["ImageId"]] = [(tokens[i], [float(t) for t in tokens[i + 1:i + 5]])
-                                      for i in range(0, len(tokens), 5)]
-    return labels
-
-
-def _parse_voc(text: bytes | str) -> tuple[str, list[tuple[str, list[float]]]]:
-    root = ET.fromstring(text)
-    filename = (root.findtext("filename") or "").strip()
-    objects = []
-    for obj in root.iter("object"):
-        box = obj.find("bndbox")
-        if box is None:
-            continue
-        objects.append((obj.findtext("name").strip(),
-                        [float(box.findtext(k)) for k in ("xmin", "ymin", "xmax", "ymax")]))
-    return os.path.splitext(filename)[0], objects
-
-
-def read_val_xml(path: str | os.PathLike) -> dict[str, list[tuple[str, list[float]]]]:
-    """Labels and boxes from the PASCAL-VOC XMLs: a folder (searched recursively) or the
-    ``ILSVRC2012_bbox_val_v3.tgz`` archive itself."""
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"--bbox-xml {path}: no such file or folder (expected the "
-                                "folder of ILSVRC2012_val_*.xml or ILSVRC2012_bbox_val_v3.tgz)")
-    labels = {}
-    if path.is_dir():
-        files = sorted(path.rglob("*.xml"))
-        if not files:
-            raise ValueError(f"--bbox-xml {path}: no *.xml files")
-        for p in files:
-            stem, objects = _parse_voc(p.read_bytes())
-            labels[stem or p.stem] = objects
-        return labels
-    try:
-        with tarfile.open(path, "r:*") as tar:
-            for info in tar:
-                if info.isfile() and info.name.endswith(".xml"):
-                    stem, objects = _parse_voc(tar.extractfile(info).read())
-                    labels[stem or Path(info.name).stem] = objects
-    except tarfile.TarError as error:
-        raise ValueError(f"--bbox-xml {path}: not a folder or readable tar ({error})") from error
-    if not labels:
-        raise ValueError(f"--bbox-xml {path}: no *.xml members")
-    return labels
-
-
-def _iter_val_images(val_tar, val_dir) -> Iterator[tuple[str, bytes | None]]:
-    if val_tar is not None:
-        path = Path(val_tar)
-        if not path.is_file():
-            raise FileNotFoundError(f"--val-tar {path}: no such file (expected "
-                                    "ILSVRC2012_img_val.tar)")
-        try:
-            with tarfile.open(path, "r|*") as tar:
-                for info in tar:
-                    if info.isfile():
-                        f = tar.extractfile(info)
-                        yield info.name, f.read() if f is not None else None
-        except tarfile.TarError as error:
-            raise ValueError(f"--val-tar {path}: not a readable tar ({error})") from error
-        return
-    root = Path(val_dir)
-    if not root.is_dir():
-        raise FileNotFoundError(f"--val-dir {root}: no such folder")
-    files = sorted(p for p in root.rglob("*") if p.is_file())
-    if not files:
-        raise ValueError(f"--val-dir {root}: no files (expected ILSVRC2012_val_*.JPEG)")
-    for p in files:
-        try:
-            data = p.read_bytes()
-        except OSError:
-            data = None
-        yield str(p.relative_to(root)), data
-
-
-def prepare_imagenet_val(out_dir: str | os.PathLike, val_tar: str | os.PathLike | None = None,
-                         val_dir: str | os.PathLike | None = None,
-                         solution_csv: str | os.PathLike | None = None,
-                         bbox_xml: str | os.PathLike | None = None,
-                         synsets: str | os.PathLike | None = None,
-                         num_classes: int | None = DEFAULT_NUM_CLASSES,
-                         class_names: str | os.PathLike | None = None,
-                         im_size: int = 224, resize: str = "stretch", workers: int | None = 1,
-                         fmt: str = "jpeg", quality: int = 95) -> dict[str, Any]:
-    """Validation images of the chosen classes into ``out_dir/val/<wnid>/``, with their boxes
-    rescaled to the output size in ``out_dir/boxes.csv``. Every source file appears in the
-    manifest (images of other classes as ``skipped``, reason ``class not selected``)."""
-    t0 = time.perf_counter()
-    if (val_tar is None) == (val_dir is None):
-        raise ValueError("give exactly one of --val-tar and --val-dir")
-    if (solution_csv is None) == (bbox_xml is None):
-        raise ValueError("give exactly one of --solution-csv and --bbox-xml")
-    conv = conversion_params(im_size, resize, fmt, quality)
-    workers = effective_workers(workers)
-    labels = read_val_solution(solution_csv) if solution_csv is not None else \
-        read_val_xml(bbox_xml)
-    available = sorted({objs[0][0] for objs in labels.values() if objs})
-    classes = select_classes(available, synsets, num_classes, class_names)
-    selected = {w for w, _ in classes}
-    out_dir = Path(out_dir)
-    partial = out_dir / ".partial-val"
-    remove_path(partial)
-    partial.mkdir(parents=True)
-    suffix = output_suffix(conv["fmt"])
-    label_file = solution_csv or bbox_xml
-    manifest, boxes = [], []
-
-    def items():
-        for name, data in _iter_val_images(val_tar, val_dir):
-            stem = os.path.splitext(os.path.basename(name))[0]
-            objects = labels.get(stem)
-            if not name.lower().endswith(IMAGE_EXTENSIONS):
-                manifest.append({"source": name, "class": "", "split": "", "output": "",
-                                 "status": "skipped", "reason": "not an image file name"})
-            elif not objects:
-                manifest.append({"source": name, "class": "", "split": "", "output": "",
-                                 "status": "skipped", "reason": f"no label in {label_file}"})
-            elif objects[0][0] not in selected:
-                manifest.append({"source": name, "class": objects[0][0], "split": "",
-                                 "output": "", "status": "skipped",
-                                 "reason": "class not selected"})
-            else:
-                yield (name, stem, objects), data
-
-    for (name, stem, objects), result in convert_stream(items(), conv, workers):
-        wnid = objects[0][0]
-        if result[0] != "ok":
-            manifest.append({"source": name, "class": wnid, "split": "", "output": "",
-                             "status": "skipped", "reason": result[1]})
-            continue
-        encoded, width, height = result[1], result[2], result[3]
-        rel = f"val/{wnid}/{stem}{suffix}"
-        (partial / "val" / wnid).mkdir(parents=True, exist_ok=True)
-        (partial / rel).write_bytes(encoded)
-        manifest.append({"source": name, "class": wnid, "split": "val", "output": rel,
-                         "status": "ok", "reason": ""})
-        for obj_wnid, box in objects:
-            scaled = rescale_box(box, width, height, conv["im_size"], conv["resize"])
-            if scaled is not None:
-                boxes.append(dict(zip(BOX_FIELDS, (rel, obj_wnid, *scaled))))
-    manifest.sort(key=lambda r: r["source"])
-    boxes.sort(key=lambda r: (r["image"], r["xmin"], r["ymin"]))
-    remove_path(out_dir / "val")
-    if (partial / "val").is_dir():
-        os.replace(partial / "val", out_dir / "val")
-    else:
-        (out_dir / "val").mkdir()
-    remove_path(partial)
-    params = dict(conv, dataset="imagenet-val", classes=len(classes),
-                  labels=str(label_file), source=str(val_tar or val_dir))
-    summary = write_outputs(out_dir, classes, manifest, params, boxes)
-    dt = time.perf_counter() - t0
-    log.info("val: %d images of %d classes, %d boxes, in %.1f s", summary["totals"].get("val", 0),
-             len(classes), len(boxes), dt)
+    mark_incomplete(out_dir, f"hrcam prepare imagenet-merge --out {out_dir}")
+    summary = write_outputs(out_dir, classes, manifest, params)
+    unmark_incomplete(out_dir)
     return summary

@@ -23,8 +23,8 @@ from typing import Any
 
 import numpy as np
 
-from hrcam.data.common import (BOX_FIELDS, assign_split, check_fraction, mask_box, remove_path,
-                               write_outputs)
+from hrcam.data.common import BOX_FIELDS, assign_split, check_fraction, mask_box, write_outputs
+from hrcam.data.publish import command_line, resolve_out, staged_output
 
 log = logging.getLogger(__name__)
 
@@ -211,12 +211,10 @@ def generate_synthetic(out_dir: str | Path, classes: int | list[str] = DEFAULT_C
     """Generate the dataset into ``out_dir`` (layout of :mod:`hrcam.data.common`); returns the
     summary. Images are JPEG (``quality``), masks binary PNG under ``masks/``.
 
-    Existing ``train/``, ``test/`` and ``masks/`` in ``out_dir`` are replaced; everything is
-    first written to ``out_dir/.partial`` and moved in place at the end, with ``summary.json``
-    written last, so an interrupted run leaves no half dataset behind a summary.
+    The dataset is built beside ``out_dir`` under a lock and replaces it only when complete
+    (:func:`hrcam.data.publish.staged_output`): a failed or killed run leaves no dataset that
+    the readers accept and does not touch a dataset already there.
     """
-    from PIL import Image
-
     t0 = time.perf_counter()
     names = shape_names(classes)
     test_fraction = check_fraction(test_fraction)
@@ -224,9 +222,24 @@ def generate_synthetic(out_dir: str | Path, classes: int | list[str] = DEFAULT_C
         raise ValueError(f"--per-class must be at least 2, got {per_class}")
     if im_size < 16:
         raise ValueError(f"--im-size must be at least 16, got {im_size}")
-    out_dir = Path(out_dir)
-    partial = out_dir / ".partial"
-    remove_path(partial)
+    out_dir = resolve_out(out_dir)
+    with staged_output(out_dir, command_line()) as stage:
+        manifest, boxes = _generate(stage, names, per_class, im_size, test_fraction, seed,
+                                    quality)
+        params = {"dataset": "synthetic", "classes": names, "per_class": per_class,
+                  "im_size": im_size, "test_fraction": test_fraction, "seed": seed,
+                  "quality": quality, "format": "jpeg"}
+        summary = write_outputs(stage, [(n, n) for n in names], manifest, params, boxes)
+    log.info("generated %d images of %d classes in %.1f s into %s", len(manifest), len(names),
+             time.perf_counter() - t0, out_dir)
+    return summary
+
+
+def _generate(partial: Path, names: list[str], per_class: int, im_size: int,
+              test_fraction: float, seed: int, quality: int) -> tuple[list, list]:
+    """Render every image and mask into ``partial``; ``(manifest rows, box rows)``."""
+    from PIL import Image
+
     manifest, boxes = [], []
     for shape in names:
         shape_index = SHAPES.index(shape)
@@ -248,18 +261,7 @@ def generate_synthetic(out_dir: str | Path, classes: int | list[str] = DEFAULT_C
                              "output": rel, "status": "ok", "reason": ""})
             if box is not None:
                 boxes.append(dict(zip(BOX_FIELDS, (rel, shape, *box))))
-    for name in ("train", "test", "masks"):
-        remove_path(out_dir / name)
-        (partial / name).rename(out_dir / name)
-    remove_path(out_dir / "val")
-    remove_path(partial)
-    params = {"dataset": "synthetic", "classes": names, "per_class": per_class,
-              "im_size": im_size, "test_fraction": test_fraction, "seed": seed,
-              "quality": quality, "format": "jpeg"}
-    summary = write_outputs(out_dir, [(n, n) for n in names], manifest, params, boxes)
-    log.info("generated %d images of %d classes in %.1f s into %s", len(manifest), len(names),
-             time.perf_counter() - t0, out_dir)
-    return summary
+    return manifest, boxes
 
 
 def render_to_bytes(shape: str, seed: int, index: int, im_size: int = DEFAULT_IM_SIZE) -> bytes:

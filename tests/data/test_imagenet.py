@@ -261,9 +261,9 @@ def test_animal_synsets_resource():
 # Validation set
 # ----------------------------------------------------------------------------------------------
 
-VAL = {  # image id -> (wnid, size, boxes in source pixels)
+VAL = {  # image id -> (wnid, size, boxes as inclusive source pixel indices, like ILSVRC's)
     "ILSVRC2012_val_00000001": ("n00000001", (40, 30), [(4, 3, 20, 15)]),
-    "ILSVRC2012_val_00000002": ("n00000002", (80, 40), [(0, 0, 80, 40), (10, 10, 30, 20)]),
+    "ILSVRC2012_val_00000002": ("n00000002", (80, 40), [(0, 0, 79, 39), (10, 10, 30, 20)]),
     "ILSVRC2012_val_00000003": ("n00000009", (40, 30), [(1, 1, 5, 5)]),  # class not selected
     "ILSVRC2012_val_00000004": ("n00000001", (64, 64), [(8, 8, 32, 48)]),
 }
@@ -315,11 +315,19 @@ def test_val_boxes_in_resized_coordinates(val_files, tmp_path, labels):
                                         synsets=synsets, im_size=IM, workers=1, **kw)
     assert summary["totals"] == {"val": 3}
     boxes = _boxes(out)
-    assert boxes == [
-        ("val/n00000001/ILSVRC2012_val_00000001.jpg", "n00000001", 3.2, 3.2, 16.0, 16.0),
-        ("val/n00000001/ILSVRC2012_val_00000004.jpg", "n00000001", 4.0, 4.0, 16.0, 24.0),
-        ("val/n00000002/ILSVRC2012_val_00000002.jpg", "n00000002", 0.0, 0.0, 32.0, 32.0),
-        ("val/n00000002/ILSVRC2012_val_00000002.jpg", "n00000002", 4.0, 8.0, 12.0, 16.0),
+    # inclusive (x0, y0, x1, y1) covers [x0, x1 + 1) x [y0, y1 + 1) in continuous source pixels,
+    # then scales by 32 / width, 32 / height (stretch), at full precision (no rounding)
+    assert [b[:2] for b in boxes] == [
+        ("val/n00000001/ILSVRC2012_val_00000001.jpg", "n00000001"),
+        ("val/n00000001/ILSVRC2012_val_00000004.jpg", "n00000001"),
+        ("val/n00000002/ILSVRC2012_val_00000002.jpg", "n00000002"),
+        ("val/n00000002/ILSVRC2012_val_00000002.jpg", "n00000002"),
+    ]
+    assert [b[2:] for b in boxes] == [
+        pytest.approx((4 * 0.8, 3 * 32 / 30, 21 * 0.8, 16 * 32 / 30), rel=1e-12),
+        pytest.approx((4.0, 4.0, 16.5, 24.5), rel=1e-12),
+        pytest.approx((0.0, 0.0, 32.0, 32.0), rel=1e-12),
+        pytest.approx((4.0, 8.0, 12.4, 16.8), rel=1e-12),
     ]
     for image, *_ in boxes:
         with Image.open(out / image) as im:
@@ -341,8 +349,10 @@ def test_val_center_crop_and_extracted_folder(val_files, tmp_path):
     out = tmp_path / "out"
     data.prepare_imagenet_val(out, val_dir=folder, solution_csv=val_files / "LOC_val_solution.csv",
                               synsets=synsets, im_size=IM, resize="center-crop")
-    # 80x40 centre crop is x in [20, 60): (0,0,80,40) -> (0,0,32,32); (10,10,30,20) -> (0,8,8,16)
-    assert [b[2:] for b in _boxes(out)] == [(0.0, 0.0, 32.0, 32.0), (0.0, 8.0, 8.0, 16.0)]
+    # 80x40 centre crop is x in [20, 60), scale 0.8: inclusive (0,0,79,39) -> (0,0,32,32);
+    # (10,10,30,20) = [10, 31) x [10, 21) -> x clipped at 0, (31 - 20) * 0.8, 10 * 0.8, 21 * 0.8
+    assert [b[2:] for b in _boxes(out)] == [(0.0, 0.0, 32.0, 32.0),
+                                            pytest.approx((0.0, 8.0, 8.8, 16.8), rel=1e-12)]
 
 
 def test_cli_per_class_jobs_then_merge(archive, prepared, tmp_path):
@@ -357,3 +367,114 @@ def test_cli_per_class_jobs_then_merge(archive, prepared, tmp_path):
     assert cli.main(["prepare", "imagenet-merge", "--out", str(out), "--num-classes", "3"]) == 0
     assert _manifest(out) == _manifest(prepared)
     assert cli.main(["prepare", "imagenet-merge", "--out", str(out), "--num-classes", "5"]) == 2
+
+
+# ----------------------------------------------------------------------------------------------
+# Locks, the "incomplete" marker and class counts
+# ----------------------------------------------------------------------------------------------
+
+
+def test_per_class_jobs_lock_their_class_only_and_the_merge_locks_everything(archive, tmp_path):
+    from hrcam.data import publish
+
+    out = tmp_path / "jobs"
+    kw = dict(train_tar=archive, num_classes=3, im_size=IM, test_fraction=0.3, merge=False)
+    data.prepare_imagenet(out, wnids=[WNIDS[0]], **kw)
+    # this process plays a per-class job running on class 2 (own open file: its own flock)
+    with publish.output_lock(out, shared=True), publish.class_locks(out, [WNIDS[1]]):
+        data.prepare_imagenet(out, wnids=[WNIDS[2]], **kw)  # another class: goes on
+        with pytest.raises(publish.OutputBusyError,
+                           match=f"class {WNIDS[1]} of .* by pid {os.getpid()} on host"):
+            data.prepare_imagenet(out, wnids=[WNIDS[1]], **kw)
+        for run in (lambda: data.merge_imagenet_parts(out),
+                    lambda: data.prepare_imagenet(out, **dict(kw, merge=True, wnids=None))):
+            with pytest.raises(publish.OutputBusyError,
+                               match=f"{out} is being prepared by pid {os.getpid()} on"):
+                run()
+    assert not (out / "parts" / f"{WNIDS[1]}.csv").exists()
+    with publish.output_lock(out):  # a merge is running: per-class jobs wait for it
+        with pytest.raises(publish.OutputBusyError, match=str(out)):
+            data.prepare_imagenet(out, wnids=[WNIDS[1]], **kw)
+    # the last job merges (after giving its shared lock back)
+    assert data.prepare_imagenet(out, wnids=[WNIDS[1]], **dict(kw, merge=True))[
+        "num_classes"] == 3
+    assert data.list_images(out, "train")[2] == WNIDS
+    assert sorted(p.name for p in (out / "parts").iterdir()) == sorted(
+        [f"{w}.csv" for w in WNIDS] + ["params.json", "selection.txt"])  # no lock files left
+
+
+def test_readers_refuse_a_dataset_whose_merge_has_not_run(archive, tmp_path):
+    out = tmp_path / "jobs"
+    kw = dict(train_tar=archive, num_classes=3, im_size=IM, test_fraction=0.3, merge=False)
+    for wnid in WNIDS:
+        data.prepare_imagenet(out, wnids=[wnid], **kw)
+    assert sorted(os.listdir(out / "train")) == WNIDS  # every class is there, but not merged
+    for read in (lambda: data.list_images(out, "train"), lambda: data.read_classes(out)):
+        with pytest.raises(ValueError, match=f"{out} was not completely prepared.*"
+                                             f"`hrcam prepare imagenet-merge --out {out}` again"):
+            read()
+    data.merge_imagenet_parts(out)
+    assert data.list_images(out, "train")[2] == WNIDS
+    # a rerun with nothing to do keeps it readable; a killed class (no part) is refused again
+    data.prepare_imagenet(out, wnids=[WNIDS[0]], **kw)
+    assert data.read_classes(out)[0][0] == WNIDS[0]
+    (out / "parts" / f"{WNIDS[0]}.csv").unlink()
+    data.prepare_imagenet(out, wnids=[WNIDS[0]], **kw)
+    with pytest.raises(ValueError, match="not completely prepared"):
+        data.list_images(out, "test")
+
+
+def test_fewer_than_two_classes_refused_except_per_class_jobs(archive, tmp_path, capsys):
+    from hrcam import cli
+
+    one = tmp_path / "one.txt"
+    one.write_text("n00000002 second\n")
+    with pytest.raises(ValueError, match="--num-classes 1 selects 1 class.*at least 2"):
+        data.prepare_imagenet(tmp_path / "o1", train_tar=archive, num_classes=1, im_size=IM)
+    with pytest.raises(ValueError, match="--synsets .*one.txt selects 1 class"):
+        data.prepare_imagenet(tmp_path / "o2", train_tar=archive, synsets=one, im_size=IM,
+                              merge=False)
+    assert not (tmp_path / "o1").exists() and not (tmp_path / "o2").exists()
+    out = tmp_path / "jobs"
+    assert data.prepare_imagenet(out, train_tar=archive, synsets=one, wnids=[WNIDS[1]],
+                                 im_size=IM, merge=False) is None
+    assert (out / "parts" / f"{WNIDS[1]}.csv").is_file()
+    with pytest.raises(ValueError, match="selects 1 class"):
+        data.merge_imagenet_parts(out)
+    common = ["prepare", "imagenet-merge", "--out", str(out)]
+    for extra in (["--num-classes", "1"], ["--num-classes", "-1"], ["--synsets", str(one)]):
+        assert cli.main([*common, *extra]) == 2
+        err = capsys.readouterr().err
+        assert "at least 2" in err and "Traceback" not in err, err
+    assert cli.main(["prepare", "imagenet", "--train-tar", str(archive), "--out", str(out),
+                     "--num-classes", "3", "--wnids", ","]) == 2
+    assert "--wnids: no WordNet id" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("content, match", [
+    (b"<annotation><object><bndbox>", "not a readable PASCAL-VOC XML"),
+    (b"<annotation><object><bndbox><xmin>1</xmin></bndbox></object></annotation>",
+     "without <name>"),
+    (b"<annotation><object><name>n00000001</name><bndbox><xmin>a</xmin></bndbox></object>"
+     b"</annotation>", "4 numbers"),
+])
+def test_val_bad_xml_is_a_clear_error(val_files, tmp_path, content, match):
+    xml = tmp_path / "xml"
+    xml.mkdir()
+    (xml / "ILSVRC2012_val_00000001.xml").write_bytes(content)
+    with pytest.raises(ValueError, match=match):
+        data.prepare_imagenet_val(tmp_path / "out", val_tar=val_files / "ILSVRC2012_img_val.tar",
+                                  bbox_xml=xml, im_size=IM)
+    assert not (tmp_path / "out").exists()
+
+
+def test_val_bad_solution_csv_is_a_clear_error(val_files, tmp_path):
+    bad = tmp_path / "LOC_val_solution.csv"
+    bad.write_text("ImageId,PredictionString\nILSVRC2012_val_00000001,n00000001 1 2 x 4\n")
+    with pytest.raises(ValueError, match="line 2 .*4 numbers"):
+        data.prepare_imagenet_val(tmp_path / "out", val_tar=val_files / "ILSVRC2012_img_val.tar",
+                                  solution_csv=bad, im_size=IM)
+    bad.write_bytes(b"ImageId,PredictionString\n\xff\xfe\n")
+    with pytest.raises(ValueError, match="not a UTF-8"):
+        data.prepare_imagenet_val(tmp_path / "out", val_tar=val_files / "ILSVRC2012_img_val.tar",
+                                  solution_csv=bad, im_size=IM)
