@@ -10,7 +10,7 @@
   `num_classes`.
 
 Class indices follow `hrcam.data` (sorted class ids, as Keras' `flow_from_directory` did).
-No TensorFlow here.
+Only `load_image` imports TensorFlow (it decodes with `hrcam.images`, as the pipelines do).
 """
 
 from __future__ import annotations
@@ -28,48 +28,17 @@ __all__ = ["load_image", "read_image", "AnimalsMapper", "DatasetInfo", "dataset_
 PathLike = str | os.PathLike
 
 
-def _size_hw(size: int | Sequence[int] | None) -> tuple[int, int] | None:
-    if size is None:
-        return None
-    if isinstance(size, (int, np.integer)) and not isinstance(size, bool):
-        hw = (int(size), int(size))
-    else:
-        try:
-            hw = tuple(int(s) for s in size)  # type: ignore[union-attr]
-        except TypeError:
-            hw = ()
-    if len(hw) != 2 or min(hw) < 1:
-        raise ValueError(f"size must be a positive int or (height, width); got {size!r}")
-    return hw  # type: ignore[return-value]
-
-
 def load_image(path: PathLike, size: int | Sequence[int] | None = None) -> np.ndarray:
     """Read an image file as a (1, H, W, 3) uint8 array of 0-255 RGB values (the layout the
-    models take). `size` (int or (height, width)) resizes it (bilinear) when it differs.
+    models take), decoded and resized exactly as training and evaluation do it
+    (`hrcam.images`): any mode becomes RGB (transparent pixels on black), and `size` (int or
+    (height, width)) resizes it (bilinear) when it differs.
 
     :raises FileNotFoundError: no such file. :raises ValueError: not a readable image.
     """
-    from PIL import Image, UnidentifiedImageError
+    from hrcam.images import load_image_array, size_hw
 
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such image file")
-    hw = _size_hw(size)
-    try:
-        with Image.open(path) as im:
-            im.load()
-            if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
-                # composite transparent pixels on black instead of keeping undefined colours
-                rgba = im.convert("RGBA")
-                rgb = Image.new("RGB", rgba.size, (0, 0, 0))
-                rgb.paste(rgba, mask=rgba.getchannel("A"))
-            else:
-                rgb = im.convert("RGB")
-    except (UnidentifiedImageError, OSError) as error:
-        raise ValueError(f"{path}: not a readable image ({error})") from error
-    if hw is not None and (rgb.height, rgb.width) != hw:
-        rgb = rgb.resize((hw[1], hw[0]), Image.BILINEAR)
-    return np.asarray(rgb, dtype=np.uint8)[None].copy()
+    return load_image_array(path, size_hw(size))[None].copy()
 
 
 @dataclass

@@ -1,8 +1,8 @@
 """The paper's two networks: the FC-DenseNet **half model** (classifier + low-res CAM) and the
 **full model** (the same encoder and head plus the FC-DenseNet expansion path, for the high-res
-CAM), weight transfer between them, freezing, and the feature/CAM helpers.
+CAM), weight transfer between them, freezing, and the classifier weights the CAMs use.
 
-Architecture (DESIGN.md section 1; all sizes come from an *arch* dict, see `ARCH_PRESETS`)::
+Architecture (all sizes come from an *arch* dict, see `ARCH_PRESETS`)::
 
     image (0-255) -> rescale (1/255)
     initial_conv 3x3 (initial_filters) -> initial_bn -> initial_relu            stride 1
@@ -35,7 +35,7 @@ Only built-in Keras layers are used: `keras.models.load_model` needs no custom o
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import numpy as np
@@ -461,32 +461,6 @@ def freeze_shared(full, layer_names: Iterable[str] | None = None) -> list[str]:
 # --------------------------------------------------------------------------------------------
 
 
-def has_high_res(model) -> bool:
-    """Whether ``model`` has the full model's ``high_res_features`` layer."""
-    return any(layer.name == HIGH_FEATURES_LAYER for layer in model.layers)
-
-
-def build_cam_model(model, high: bool | None = None, low: bool = True):
-    """One Keras model, called once per batch, with dict outputs: ``predictions`` (softmax),
-    ``low_features`` (conv_aux output, N x H/16 x W/16 x K) and, for a full model,
-    ``high_features`` (high_res_features, N x H x W x K). ``high=None`` adds the high-res
-    features when the model has them; ``high=False`` / ``low=False`` leave them out (Keras then
-    does not compute the decoder at all)."""
-    import keras
-
-    if high is None:
-        high = has_high_res(model)
-    outputs = {PREDICTIONS_LAYER: model.get_layer(PREDICTIONS_LAYER).output}
-    if low:
-        outputs["low_features"] = model.get_layer(LOW_FEATURES_LAYER).output
-    if high:
-        if not has_high_res(model):
-            raise ValueError(f"model {model.name!r} has no {HIGH_FEATURES_LAYER!r} layer "
-                             "(a half model gives no high-res CAM)")
-        outputs["high_features"] = model.get_layer(HIGH_FEATURES_LAYER).output
-    return keras.Model(model.inputs, outputs, name=f"{model.name}_cams")
-
-
 def class_weights(model, bias: bool = False):
     """The classifier's Dense kernel W (K x C) as float32 numpy; with ``bias=True`` the pair
     (W, b). The CAM of class c is ``sum_k W[k, c] * A_k`` (no bias)."""
@@ -497,39 +471,6 @@ def class_weights(model, bias: bool = False):
     b = np.asarray(dense.bias.numpy(), dtype=np.float32) if dense.use_bias else np.zeros(
         kernel.shape[1], np.float32)
     return kernel, b
-
-
-def cams_from_features(features: np.ndarray, weights: np.ndarray,
-                       classes: int | Sequence[int] | np.ndarray | None = None) -> np.ndarray:
-    """CAMs from feature maps: ``cam[n, y, x] = sum_k features[n, y, x, k] * weights[k, c_n]``.
-
-    ``features`` is (N, h, w, K) (or (h, w, K) for one image); ``weights`` is (K, C).
-    ``classes``: None -> every class, result (N, h, w, C); an int -> that class for every image;
-    a sequence of N ints -> one class per image. Results are float32, (N, h, w) (or (h, w)).
-    """
-    features = np.asarray(features, dtype=np.float32)
-    weights = np.asarray(weights, dtype=np.float32)
-    single = features.ndim == 3
-    if single:
-        features = features[None]
-    if features.ndim != 4 or features.shape[-1] != weights.shape[0]:
-        raise ValueError(f"features {features.shape} do not match weights {weights.shape}")
-    n, h, w, k = features.shape
-    if classes is None:
-        out = (features.reshape(-1, k) @ weights).reshape(n, h, w, weights.shape[1])
-    else:
-        cls = np.asarray(classes)
-        if cls.ndim == 0:
-            cls = np.full(n, int(cls))
-        if cls.shape != (n,):
-            raise ValueError(f"classes must be an int or {n} ints, got shape {cls.shape}")
-        if cls.min(initial=0) < 0 or cls.max(initial=0) >= weights.shape[1]:
-            raise ValueError(f"class index out of range [0, {weights.shape[1]}): {cls.tolist()}")
-        wsel = weights[:, cls.astype(np.int64)].T  # (N, K)
-        # A plain einsum (single-threaded C loop) is faster here than batched BLAS gemv,
-        # which is slow for K ~ 16 and suffers when the cores are shared.
-        out = np.einsum("nhwk,nk->nhw", features, wsel)
-    return out[0] if single else out
 
 
 __all__ = [
@@ -547,8 +488,5 @@ __all__ = [
     "shared_layer_names",
     "transfer_weights",
     "freeze_shared",
-    "has_high_res",
-    "build_cam_model",
     "class_weights",
-    "cams_from_features",
 ]

@@ -1,9 +1,10 @@
 """Batch CAM rendering: low-res, high-res and refined CAMs of many images, saved as arrays and
 figures.
 
-:func:`render_cams` runs the full model once per batch (predictions and both CAMs from one
-forward pass), spreads the refined-CAM postprocessing (:func:`hrcam.postprocessing.pipeline_batch`)
-and the figure drawing over worker processes, and writes, under ``out_dir``::
+:func:`render_cams` runs the full model once per batch through the CAM engine (predictions and
+both CAMs from one forward pass), spreads the refined-CAM postprocessing and the figure drawing
+over worker processes (the inference layer of `hrcam.inference`, shared with the evaluation),
+and writes, under ``out_dir``::
 
     arrays/<class>/<stem>.npz      low, high, refined, prediction, label, probabilities, cam_class
     figures/<class>/<stem>.png     the postprocessing pipeline figure (hrcam.plotting.pipeline)
@@ -19,7 +20,6 @@ from __future__ import annotations
 
 import csv
 import logging
-import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -79,37 +79,33 @@ def _stem(relpath: str) -> str:
 
 
 def _render_chunk(task: Mapping[str, Any]) -> list[np.ndarray]:
-    """Worker: refined CAMs (pipeline_batch), .npz arrays, pipeline figures and overlays of a few
-    images (NumPy, SciPy, SimpleITK and matplotlib only). Returns the refined CAMs."""
+    """Worker: refined CAMs (the whole postprocessing pipeline, for the figures), .npz arrays,
+    pipeline figures and overlays of a few images (NumPy, SciPy, SimpleITK and matplotlib only).
+    Returns the refined CAMs."""
     from PIL import Image
 
     from hrcam import plotting
-    from hrcam.postprocessing import PIPELINE_KEYS, pipeline_batch
+    from hrcam.postprocessing import pipeline
 
-    keys = PIPELINE_KEYS if task["figures"] else ("merged",)
-    steps = pipeline_batch(task["images"], task["low"], task["high"], keys=keys, workers=1,
-                           **task["pipeline_params"])
     refined = []
     for j, item in enumerate(task["items"]):
-        merged = np.asarray(steps["merged"][j], dtype=np.float32)
+        image, low, high = task["images"][j], task["low"][j], task["high"][j]
+        steps = pipeline(image, low, high, **task["pipeline_params"])
+        merged = np.asarray(steps["merged"], dtype=np.float32)
         refined.append(merged)
         npz = Path(item["npz_path"])
         npz.parent.mkdir(parents=True, exist_ok=True)
         np.savez_compressed(
-            npz, low=task["low"][j].astype(np.float32), high=task["high"][j].astype(np.float32),
-            refined=merged, prediction=np.int64(item["prediction"]),
-            label=np.int64(item["label"]), probabilities=item["probabilities"].astype(np.float32),
+            npz, low=low.astype(np.float32), high=high.astype(np.float32), refined=merged,
+            prediction=np.int64(item["prediction"]), label=np.int64(item["label"]),
+            probabilities=item["probabilities"].astype(np.float32),
             cam_class=np.int64(item["cam_class"]))
-        image = task["images"][j]
         if task["figures"]:
-            step_j = {k: steps[k][j] for k in keys}
-            plotting.pipeline(image, task["low"][j], task["high"][j], steps=step_j,
-                              path=item["pipeline_path"], title=item["title"],
-                              **task["pipeline_params"])
+            plotting.pipeline(image, low, high, steps=steps, path=item["pipeline_path"],
+                              title=item["title"], **task["pipeline_params"])
         if task["overlays"]:
-            rgb = plotting.overlay(image, merged)
             Path(item["overlay_path"]).parent.mkdir(parents=True, exist_ok=True)
-            Image.fromarray(rgb).save(item["overlay_path"])
+            Image.fromarray(plotting.overlay(image, merged)).save(item["overlay_path"])
     return refined
 
 
@@ -132,104 +128,84 @@ def render_cams(model_path: str | Path, data_dir: str | Path, split: str = "test
     :param pipeline_params: the refined-CAM postprocessing keywords.
     :return: a summary dict (counts, files, parameters).
     """
-    from concurrent.futures import ProcessPoolExecutor
-
     from tqdm import tqdm
 
-    from hrcam import cams as cams_mod
-    from hrcam import evaluate as ev
     from hrcam import plotting
+    from hrcam.cams import CamEngine
+    from hrcam.cams.engine import PROBABILITIES
+    from hrcam.inference import (WorkerPool, chunks, image_batches, image_set, load_for_images,
+                                 model_input_size, positive_int)
     from hrcam.postprocessing import validate_pipeline_params
 
     if cam_class not in CAM_CLASSES:
         raise ValueError(f"cam_class must be one of {CAM_CLASSES}, got {cam_class!r}")
+    batch_size = positive_int(batch_size, "--batch-size")
+    workers = positive_int(workers, "--workers")
+    limit = None if limit is None else positive_int(limit, "--limit")
+    if isinstance(collage_per_class, bool) or int(collage_per_class) < 0:
+        raise ValueError(f"collage_per_class must be an integer >= 0, got {collage_per_class!r}")
     params = validate_pipeline_params(**pipeline_params)
-    paths, labels, class_ids, class_names = ev.dataset_classes(data_dir, split)
-    chosen = select_images(paths, labels, class_ids, class_names, classes, limit)
+    images = image_set(data_dir, split)
+    chosen = select_images(images.paths, images.labels, images.class_ids, images.class_names,
+                           classes, limit)
     if not chosen:
         raise ValueError(f"no image of {Path(data_dir) / split} matches the selection")
-    paths = [paths[i] for i in chosen]
-    labels = [labels[i] for i in chosen]
-    rel = [ev._relpath(p, data_dir) for p in paths]
-
-    model = ev.load_model(model_path)
-    ev._check_model_classes(model, class_ids)
-    fm = cams_mod.FullModel(model=model, batch_size=batch_size)
-    size = ev._model_input_size(model)
+    images = images.subset(chosen)
+    rel = images.relpaths
+    names = images.class_names
+    model = load_for_images(model_path, images, kind="full")
+    engine = CamEngine(model, ("low_res", "high_res"), batch_size)
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    workers = max(1, int(workers or 1))
-    pool = ProcessPoolExecutor(workers, mp_context=ev._mp_context()) if workers > 1 else None
-    pending: list = []
     rows: list[dict[str, Any]] = []
     collage_items: dict[int, list[tuple[np.ndarray, np.ndarray, str]]] = {}
 
-    def collect(job) -> None:
-        task, future = job
-        refined = future.result() if pool is not None else future
+    def collect(task: Mapping[str, Any], refined: list[np.ndarray]) -> None:
         for item, image, merged in zip(task["items"], task["images"], refined):
             bucket = collage_items.setdefault(item["label"], [])
             if len(bucket) < collage_per_class:
                 bucket.append((image, merged, item["collage_title"]))
 
-    try:
-        with tqdm(total=len(paths), desc=f"cams {split}", unit="img",
-                  disable=not progress) as bar:
-            for images, y, index, _ in ev.image_dataset(paths, labels, size, batch_size):
-                x = images.numpy()
-                y = y.numpy()
-                index = index.numpy()
-                # one forward pass per batch: predictions and both CAMs (of the predicted class,
-                # or of the label with cam_class='label')
-                custom = y if cam_class == "label" else None
-                high, low, probs = fm.generate_cams(x, custom_class=custom, return_proba=True)
-                high = np.asarray(high, dtype=np.float32).reshape(len(x), *x.shape[1:3])
-                low = np.asarray(low, dtype=np.float32).reshape(len(x), *np.shape(low)[-2:])
-                probs = np.asarray(probs, dtype=np.float32).reshape(len(x), -1)
-                pred = probs.argmax(axis=1)
-                img_u8 = np.clip(np.rint(x), 0, 255).astype(np.uint8)
-                items = []
-                for j, i in enumerate(index):
-                    stem = _stem(rel[i])
-                    cls = int(pred[j]) if cam_class == "predicted" else int(y[j])
-                    items.append({
-                        "npz_path": str(out / "arrays" / f"{stem}.npz"),
-                        "pipeline_path": str(out / "figures" / f"{stem}.png"),
-                        "overlay_path": str(out / "overlays" / f"{stem}.png"),
-                        "prediction": int(pred[j]), "label": int(y[j]), "cam_class": cls,
-                        "probabilities": probs[j],
-                        "title": (f"{rel[i]}: label {class_names[y[j]]}, predicted "
-                                  f"{class_names[pred[j]]} ({probs[j, pred[j]]:.2f}), CAM of "
-                                  f"{class_names[cls]}"),
-                        "collage_title": f"{class_names[y[j]]} -> {class_names[pred[j]]}",
-                    })
-                    rows.append({
-                        "relpath": rel[i], "label": int(y[j]), "label_name": class_names[y[j]],
-                        "prediction": int(pred[j]), "prediction_name": class_names[pred[j]],
-                        "probability": float(probs[j, pred[j]]), "cam_class": cls,
-                        "npz": f"arrays/{stem}.npz",
-                        "figure": f"figures/{stem}.png" if figures else "",
-                        "overlay": f"overlays/{stem}.png" if overlays else "",
-                    })
-                chunk = max(1, math.ceil(len(items) / workers))
-                for s in range(0, len(items), chunk):
-                    task = {"items": items[s:s + chunk], "images": img_u8[s:s + chunk],
-                            "low": low[s:s + chunk], "high": high[s:s + chunk],
-                            "figures": figures, "overlays": overlays,
-                            "pipeline_params": params}
-                    if pool is None:
-                        collect((task, _render_chunk(task)))
-                    else:
-                        pending.append((task, pool.submit(_render_chunk, task)))
-                while pending and (len(pending) > 2 * workers or pending[0][1].done()):
-                    collect(pending.pop(0))
-                bar.update(len(index))
-            while pending:
-                collect(pending.pop(0))
-    finally:
-        if pool is not None:
-            pool.shutdown(cancel_futures=True)
+    with WorkerPool(workers, collect) as pool, tqdm(
+            total=len(images), desc=f"cams {split}", unit="img", disable=not progress) as bar:
+        for batch, y, index, _ in image_batches(images, model_input_size(model), batch_size):
+            x = batch.numpy()
+            y = y.numpy()
+            index = index.numpy()
+            # one forward pass per batch: predictions and both CAMs (of the predicted class,
+            # or of the label with cam_class='label')
+            result = engine(x, y if cam_class == "label" else None)
+            probs = result[PROBABILITIES]
+            pred = probs.argmax(axis=1)
+            items = []
+            for j, i in enumerate(index):
+                stem = _stem(rel[i])
+                cls = int(result["classes"][j])
+                items.append({
+                    "npz_path": str(out / "arrays" / f"{stem}.npz"),
+                    "pipeline_path": str(out / "figures" / f"{stem}.png"),
+                    "overlay_path": str(out / "overlays" / f"{stem}.png"),
+                    "prediction": int(pred[j]), "label": int(y[j]), "cam_class": cls,
+                    "probabilities": probs[j],
+                    "title": (f"{rel[i]}: label {names[y[j]]}, predicted {names[pred[j]]} "
+                              f"({probs[j, pred[j]]:.2f}), CAM of {names[cls]}"),
+                    "collage_title": f"{names[y[j]]} -> {names[pred[j]]}",
+                })
+                rows.append({
+                    "relpath": rel[i], "label": int(y[j]), "label_name": names[y[j]],
+                    "prediction": int(pred[j]), "prediction_name": names[pred[j]],
+                    "probability": float(probs[j, pred[j]]), "cam_class": cls,
+                    "npz": f"arrays/{stem}.npz",
+                    "figure": f"figures/{stem}.png" if figures else "",
+                    "overlay": f"overlays/{stem}.png" if overlays else "",
+                })
+            for part in chunks(len(items), workers):
+                task = {"items": items[part], "images": x[part],
+                        "low": result["low_res"][part], "high": result["high_res"][part],
+                        "figures": figures, "overlays": overlays, "pipeline_params": params}
+                pool.submit(_render_chunk, task, task)
+            bar.update(len(index))
 
     files = {"table": out / "cams.csv"}
     with open(files["table"], "w", newline="", encoding="utf-8") as f:
@@ -245,7 +221,7 @@ def render_cams(model_path: str | Path, data_dir: str | Path, split: str = "test
                          titles=[t for _, _, t in ordered],
                          ncols=max(1, min(collage_per_class * 2, len(ordered))),
                          path=files["collage"])
-    skipped = len(paths) - len(rows)
+    skipped = len(images) - len(rows)
     if skipped:
         log.warning("%d unreadable image(s) skipped", skipped)
     return {"model": str(model_path), "data": str(data_dir), "split": split,

@@ -305,52 +305,21 @@ def test_reconstruction_model_shares_layers(full):
 # ------------------------------------------------------------------------------------------
 
 
-def test_cam_model_single_call_outputs(full, half):
-    cam_model = M.build_cam_model(full)
-    out = cam_model.predict_on_batch(_images(2, 32, 64))
-    assert set(out) == {"predictions", "low_features", "high_features"}
-    assert out["low_features"].shape == (2, 2, 4, ARCH["cam_channels"])
-    assert out["high_features"].shape == (2, 32, 64, ARCH["cam_channels"])
-    half_out = M.build_cam_model(half).predict_on_batch(_images(1, 32, 32))
-    assert set(half_out) == {"predictions", "low_features"}
-    with pytest.raises(ValueError, match="high_res_features"):
-        M.build_cam_model(half, high=True)
-
-
 def test_low_cam_mean_plus_bias_gives_the_logits(full):
     """GAP and the Dense layer are linear: mean_space(CAM_c) + b_c is the logit of class c."""
+    from hrcam.cams import CamEngine
+
     x = _images(3, 32, 64, seed=3)
     dense = full.get_layer("predictions")
     dense.bias.assign(np.linspace(-0.5, 0.5, NUM_CLASSES).astype(np.float32))
-    out = M.build_cam_model(full).predict_on_batch(x)
+    engine = CamEngine(full, ["low_res"])
     w, b = M.class_weights(full, bias=True)
     assert w.shape == (ARCH["cam_channels"], NUM_CLASSES) and b.shape == (NUM_CLASSES,)
-    cams = M.cams_from_features(out["low_features"], w)  # every class
+    cams = np.stack([engine(x, c)["low_res"] for c in range(NUM_CLASSES)], axis=-1)
     assert cams.shape == (3, 2, 4, NUM_CLASSES)
     logits = cams.mean(axis=(1, 2)) + b
     gap = keras.Model(full.inputs, full.get_layer("gap").output).predict_on_batch(x)
     np.testing.assert_allclose(logits, gap @ w + b, rtol=1e-5, atol=1e-5)
     probs = np.exp(logits - logits.max(axis=1, keepdims=True))
     probs /= probs.sum(axis=1, keepdims=True)
-    np.testing.assert_allclose(probs, out["predictions"], rtol=1e-4, atol=1e-6)
-
-
-def test_cams_from_features_equals_manual_dot_product():
-    rng = np.random.default_rng(0)
-    feats = rng.normal(size=(3, 5, 7, 6)).astype(np.float32)
-    w = rng.normal(size=(6, 4)).astype(np.float32)
-    classes = np.array([0, 3, 1])
-    cams = M.cams_from_features(feats, w, classes)
-    assert cams.shape == (3, 5, 7)
-    for n, c in enumerate(classes):
-        manual = np.zeros((5, 7))
-        for k in range(6):
-            manual += w[k, c] * feats[n, :, :, k]
-        np.testing.assert_allclose(cams[n], manual, rtol=1e-5, atol=1e-5)
-    np.testing.assert_allclose(M.cams_from_features(feats, w, 0),
-                               np.einsum("nhwk,k->nhw", feats, w[:, 0]), rtol=1e-5, atol=1e-5)
-    np.testing.assert_allclose(M.cams_from_features(feats[1], w, 3), cams[1], rtol=1e-6)
-    with pytest.raises(ValueError, match="out of range"):
-        M.cams_from_features(feats, w, 4)
-    with pytest.raises(ValueError, match="do not match"):
-        M.cams_from_features(feats, w[:5])
+    np.testing.assert_allclose(probs, engine(x)["probabilities"], rtol=1e-4, atol=1e-6)

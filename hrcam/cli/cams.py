@@ -6,12 +6,14 @@ from __future__ import annotations
 import argparse
 
 from hrcam.cli.common import (add_model_data_arguments, add_output_arguments,
-                              add_pipeline_arguments, add_workers_argument, configure_logging,
-                              pipeline_params_from_args)
+                              add_pipeline_arguments, add_workers_argument, apply_threads,
+                              configure_logging, pipeline_params_from_args)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the `cams` subcommand."""
+    from hrcam.render import CAM_CLASSES
+
     p = subparsers.add_parser(
         "cams", help="render CAMs (arrays, pipeline figures, overlays, collage) for many images",
         description="One forward pass of the full model per batch gives the predictions and the "
@@ -24,7 +26,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                              batch_size=16)
     p.add_argument("--classes", nargs="+", default=None, metavar="CLASS",
                    help="only these classes (ids, names or indices; default: all)")
-    p.add_argument("--cam-class", choices=("predicted", "label"), default="predicted",
+    p.add_argument("--cam-class", choices=CAM_CLASSES, default="predicted",
                    help="class whose CAMs are drawn (default: predicted)")
     p.add_argument("--collage-per-class", type=int, default=2, metavar="N",
                    help="images per class in collage.png (default: 2; 0: no collage)")
@@ -39,6 +41,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def _run(args: argparse.Namespace) -> int:
     configure_logging(args.verbose)
+    apply_threads(args)
     from hrcam.render import render_cams
 
     summary = render_cams(

@@ -4,20 +4,23 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 from typing import Any
 
-PIPELINE_CHOICES = {
-    "focal_scope": ("global", "local"),
-    "maxima_areas": ("small", "large"),
-    "merge_type": ("blend", "multiply", "merge"),
-    "filter_type": ("percentage", "threshold"),
-}
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1 (else a usage error naming the value, exit status 2)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}")
+    return value
 
 
 def add_pipeline_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the refined-CAM postprocessing options (the seed's `pipeline` keywords) to a parser."""
-    from hrcam.postprocessing import PIPELINE_DEFAULTS
+    from hrcam.postprocessing import PIPELINE_CHOICES, PIPELINE_DEFAULTS
 
     group = parser.add_argument_group("refined-CAM postprocessing (hrcam.postprocessing.pipeline)")
     for name, default in PIPELINE_DEFAULTS.items():
@@ -45,10 +48,11 @@ def add_model_data_arguments(parser: argparse.ArgumentParser, *, model: str, lim
     parser.add_argument("--data", required=True, metavar="DIR", help="prepared dataset folder")
     parser.add_argument("--out", required=True, metavar="DIR", help="output folder")
     parser.add_argument("--split", default="test", help="split to use (default: test)")
-    parser.add_argument("--batch-size", type=int, default=batch_size,
+    parser.add_argument("--batch-size", type=positive_int, default=batch_size,
                         help=f"images per batch (default: {batch_size})")
-    parser.add_argument("--limit", type=int, default=None, metavar="N",
+    parser.add_argument("--limit", type=positive_int, default=None, metavar="N",
                         help=f"{limit} (default: all)")
+    add_threads_argument(parser)
 
 
 def add_output_arguments(parser: argparse.ArgumentParser) -> None:
@@ -59,16 +63,24 @@ def add_output_arguments(parser: argparse.ArgumentParser) -> None:
 
 def add_workers_argument(parser: argparse.ArgumentParser) -> None:
     """Add `--workers N` (default: every CPU this process may use)."""
-    parser.add_argument("--workers", type=int, default=default_workers(),
+    from hrcam.runtime import available_cpus
+
+    parser.add_argument("--workers", type=positive_int, default=available_cpus(),
                         help="parallel worker processes (default: available CPUs)")
 
 
-def default_workers() -> int:
-    """CPUs available to this process (respects affinity masks set by schedulers such as SLURM)."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:
-        return max(1, os.cpu_count() or 1)
+def add_threads_argument(parser: argparse.ArgumentParser) -> None:
+    """Add `--threads N`: TensorFlow's thread pools (default: TensorFlow's own, every core)."""
+    parser.add_argument("--threads", type=positive_int, default=None, metavar="N",
+                        help="TensorFlow intra- and inter-op threads (default: all cores; the "
+                        "workflow passes the job's threads)")
+
+
+def apply_threads(args: argparse.Namespace, deterministic: bool = False) -> None:
+    """Configure TensorFlow from `--threads` (before any model is built)."""
+    from hrcam.runtime import configure_tensorflow
+
+    configure_tensorflow(getattr(args, "threads", None), deterministic=deterministic)
 
 
 def configure_logging(verbose: bool = False) -> None:

@@ -10,12 +10,10 @@ import sys
 from pathlib import Path
 
 from hrcam.cli.common import (add_model_data_arguments, add_output_arguments,
-                              add_pipeline_arguments, add_workers_argument, configure_logging,
-                              pipeline_params_from_args)
+                              add_pipeline_arguments, add_workers_argument, apply_threads,
+                              configure_logging, pipeline_params_from_args)
 
 log = logging.getLogger("hrcam.evaluate")
-
-METHODS = ("low_res", "high_res", "refined", "gradcam_pp", "layercam", "center_gaussian")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -39,22 +37,42 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_output_arguments(p)
     p.set_defaults(func=_run_classification)
 
+    from hrcam.cams import CAM_METHODS
+    from hrcam.evaluate.metrics import bootstrap
+    from hrcam.evaluate.metrics.localization import (BOX_CONVENTIONS, DEFAULT_BOX_CONVENTION,
+                                                     DEFAULT_CAM_CURVE_INTERVAL)
+
+    methods = tuple(CAM_METHODS)
     p = sub.add_parser(
         "localization", help="localization metrics of every CAM method on DATA/SPLIT",
         description="For every image of DATA/SPLIT with a mask and/or boxes, compute the CAMs "
-        "of the ground-truth class (low_res, high_res, refined, gradcam_pp, layercam) and the "
-        "center_gaussian baseline, and score them: PxAP (masks), MaxBoxAccV2 and BoxAcc at IoU "
-        "30/50/70 (boxes, all connected components), gt-known and top-1 localization. Writes "
-        "OUT/localization.csv (one row per method), OUT/localization.json, OUT/curves.csv "
-        "(per-threshold curves, long format), OUT/localization.png and OUT/curves.png.")
-    add_model_data_arguments(p, model="trained full model",
+        "of the ground-truth class and score them: PxAP (masks), MaxBoxAccV2 and BoxAcc at IoU "
+        "30/50/70 (boxes, every contour, wsolevaluation's conventions by default), gt-known and "
+        "top-1 localization, each with a 95%% bootstrap confidence interval over images, and "
+        "every method against low_res and refined (paired bootstrap). Methods: " + "; ".join(
+            f"{name}: {cls.description}" for name, cls in CAM_METHODS.items()) + ". Writes "
+        "OUT/localization.csv (one row per method), OUT/localization_paired.csv, "
+        "OUT/localization.json, OUT/curves.csv (per-threshold curves, long format), "
+        "OUT/bootstrap.npz, OUT/localization.png and OUT/curves.png.")
+    add_model_data_arguments(p, model="trained full model (a half model for methods that do "
+                             "not need the expansion network)",
                              limit="only the first N annotated images", batch_size=16)
-    p.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS),
-                   metavar="METHOD",
-                   help=f"methods to score (default: all of {', '.join(METHODS)})")
-    p.add_argument("--cam-curve-interval", type=float, default=0.01,
-                   help="spacing of the CAM thresholds in [0, 1) (default: 0.01)")
-    p.add_argument("--gradcam-layer", default="bottleneck",
+    p.add_argument("--methods", nargs="+", choices=methods, default=list(methods),
+                   metavar="METHOD", help=f"methods to score (default: all of "
+                   f"{', '.join(methods)})")
+    p.add_argument("--cam-curve-interval", type=float, default=DEFAULT_CAM_CURVE_INTERVAL,
+                   help="spacing of the CAM thresholds in [0, 1) (default: "
+                   f"{DEFAULT_CAM_CURVE_INTERVAL}, wsolevaluation's)")
+    p.add_argument("--box-convention", choices=BOX_CONVENTIONS, default=DEFAULT_BOX_CONVENTION,
+                   help="wsol: wsolevaluation's BoxEvaluator to the bit (uint8 map, every "
+                   "contour, inclusive-pixel IoU); exact: exact pixel IoU of every 8-connected "
+                   f"component (default: {DEFAULT_BOX_CONVENTION})")
+    p.add_argument("--bootstrap-samples", type=int, default=bootstrap.DEFAULT_SAMPLES,
+                   metavar="N", help="bootstrap resamples for the confidence intervals (0: "
+                   f"none; default: {bootstrap.DEFAULT_SAMPLES})")
+    p.add_argument("--bootstrap-seed", type=int, default=bootstrap.DEFAULT_SEED,
+                   help=f"seed of the resampling (default: {bootstrap.DEFAULT_SEED})")
+    p.add_argument("--gradcam-layer", default=None,
                    help="layer of Grad-CAM++ (default: bottleneck)")
     p.add_argument("--layercam-layer", default=None,
                    help="layer of LayerCAM (default: skip_<num_blocks>, the deepest encoder "
@@ -79,6 +97,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def _run_classification(args: argparse.Namespace) -> int:
     configure_logging(args.verbose)
+    apply_threads(args)
     from hrcam.evaluate import evaluate_classification
 
     m = evaluate_classification(args.model, args.data, args.split, batch_size=args.batch_size,
@@ -97,24 +116,31 @@ def _run_classification(args: argparse.Namespace) -> int:
 
 def _run_localization(args: argparse.Namespace) -> int:
     configure_logging(args.verbose)
+    apply_threads(args)
     from hrcam.evaluate import evaluate_localization
 
     summary = evaluate_localization(
         args.model, args.data, args.split, out_dir=args.out, limit=args.limit,
         batch_size=args.batch_size, workers=args.workers, methods=args.methods,
-        cam_curve_interval=args.cam_curve_interval, gradcam_layer=args.gradcam_layer,
-        layercam_layer=args.layercam_layer, progress=not args.no_progress,
-        **pipeline_params_from_args(args))
+        cam_curve_interval=args.cam_curve_interval, box_convention=args.box_convention,
+        gradcam_layer=args.gradcam_layer, layercam_layer=args.layercam_layer,
+        bootstrap_samples=args.bootstrap_samples, bootstrap_seed=args.bootstrap_seed,
+        progress=not args.no_progress, **pipeline_params_from_args(args))
     print(f"{summary['num_images']} images of {args.data}/{args.split} "
           f"(classification accuracy {summary['accuracy']:.4f})")
-    print(f"  {'method':16s} {'PxAP':>7s} {'MaxBoxAccV2':>11s} {'top1_loc':>8s}")
+    print(f"  {'method':16s} {'PxAP [95% CI]':>26s} {'MaxBoxAccV2 [95% CI]':>26s} "
+          f"{'top1_loc':>8s}")
 
-    def fmt(v, width):
-        return f"{v:{width}.4f}" if v is not None else " " * (width - 1) + "-"
+    def fmt(row, key, width=26):
+        value, low, high = row.get(key), row.get(f"{key}_ci_low"), row.get(f"{key}_ci_high")
+        if value is None:
+            return " " * (width - 1) + "-"
+        text = f"{value:.4f}" + (f" [{low:.4f}, {high:.4f}]" if low is not None else "")
+        return f"{text:>{width}s}"
 
     for name, row in summary["methods"].items():
-        print(f"  {name:16s} {fmt(row['PxAP'], 7)} {fmt(row['MaxBoxAccV2'], 11)} "
-              f"{fmt(row['top1_loc'], 8)}")
+        top1 = f"{row['top1_loc']:8.4f}" if row.get("top1_loc") is not None else "       -"
+        print(f"  {name:16s} {fmt(row, 'PxAP')} {fmt(row, 'MaxBoxAccV2')} {top1}")
     print(f"written to {args.out}/")
     return 0
 

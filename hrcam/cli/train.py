@@ -9,7 +9,8 @@ import logging
 import sys
 from typing import Any
 
-from hrcam.cli.common import configure_logging
+from hrcam.cli.common import (add_threads_argument, apply_threads, configure_logging,
+                              positive_int)
 
 log = logging.getLogger("hrcam.train")
 
@@ -18,6 +19,8 @@ PROGRESS = {"bar": 1, "epoch": 2, "none": 0}
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add `train` with its subcommands `half`, `full` and `check`."""
+    from hrcam.train.transfer import CHECK_IMAGES, PROB_TOLERANCE
+
     parser = subparsers.add_parser(
         "train", help="train the half model, the full model, or check a weight transfer",
         description="Train the two stages of the paper: `half` (the classifier, low-res CAM), "
@@ -44,8 +47,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "`half` (best.keras by val_loss, or loss without a validation split).")
     p.add_argument("--half", required=True, metavar="HALF.keras", help="the trained half model")
     _add_common(p)
-    p.add_argument("--check-images", type=int, default=None, metavar="N",
-                   help="test images used by the transfer check (default: 64)")
+    p.add_argument("--check-images", type=positive_int, default=None, metavar="N",
+                   help=f"test images used by the transfer check (default: {CHECK_IMAGES})")
     p.set_defaults(func=_run_full)
 
     p = sub.add_parser(
@@ -58,52 +61,68 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--data", required=True, metavar="DIR", help="prepared dataset folder")
     p.add_argument("--out", default=None, metavar="FILE", help="report file (JSON)")
     p.add_argument("--split", default="test", help="split to take the images from (default: test)")
-    p.add_argument("--n-images", type=int, default=64, help="number of images (default: 64)")
-    p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--tolerance", type=float, default=1e-6,
-                   help="max abs probability difference allowed (default: 1e-6)")
+    p.add_argument("--n-images", type=positive_int, default=CHECK_IMAGES,
+                   help=f"number of images (default: {CHECK_IMAGES})")
+    p.add_argument("--batch-size", type=positive_int, default=16)
+    p.add_argument("--tolerance", type=float, default=PROB_TOLERANCE,
+                   help=f"max abs probability difference allowed (default: {PROB_TOLERANCE:g})")
+    add_threads_argument(p)
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     p.set_defaults(func=_run_check)
 
 
 def _add_common(p: argparse.ArgumentParser) -> None:
+    from hrcam.train.config import OPTIMIZERS, default_of
+
+    def d(name: str) -> str:
+        value = default_of(name)
+        return f"default: {value:.6g}" if isinstance(value, float) else f"default: {value}"
+
     p.add_argument("--data", required=True, metavar="DIR",
                    help="prepared dataset: DIR/train/<class>/*, DIR/test/<class>/*")
     p.add_argument("--out", required=True, metavar="DIR", help="output folder of the run")
     p.add_argument("--config", default=None, metavar="YAML",
-                   help="training options (YAML mapping of TrainConfig fields)")
+                   help="training options (YAML mapping of hrcam.train.TrainConfig fields)")
+    p.add_argument("--restart", action="store_true",
+                   help="discard a saved training state (OUT/.training-state) and start over")
+    add_threads_argument(p)
     g = p.add_argument_group("training options (override --config; defaults are the paper's)")
-    g.add_argument("--batch-size", type=int, help="global batch size (default: 16)")
-    g.add_argument("--epochs", type=int, help="epochs (default: 50)")
-    g.add_argument("--im-size", type=int, help="image side in pixels (default: 224)")
-    g.add_argument("--arch", help="architecture preset of hrcam.models (default: paper)")
+    g.add_argument("--batch-size", type=positive_int, help=f"global batch size ({d('batch_size')})")
+    g.add_argument("--epochs", type=positive_int, help=f"epochs ({d('epochs')})")
+    g.add_argument("--im-size", type=positive_int, help=f"image side in pixels ({d('im_size')})")
+    g.add_argument("--arch", help=f"architecture preset of hrcam.models ({d('arch')})")
     g.add_argument("--arch-set", action="append", default=None, metavar="KEY=VALUE",
                    help="override one architecture parameter (repeatable), e.g. growth_rate=8")
-    g.add_argument("--optimizer", choices=("adadelta", "adam", "sgd", "rmsprop"),
-                   help="default: adadelta")
-    g.add_argument("--learning-rate", type=float, help="default: 1.0 (Adadelta as the original)")
-    g.add_argument("--reduce-lr-patience", type=int, help="ReduceLROnPlateau patience (10)")
-    g.add_argument("--reduce-lr-factor", type=float, help="ReduceLROnPlateau factor (sqrt(0.1))")
-    g.add_argument("--min-lr", type=float, help="ReduceLROnPlateau min_lr (1e-5)")
+    g.add_argument("--optimizer", choices=OPTIMIZERS, help=d("optimizer"))
+    g.add_argument("--learning-rate", type=float,
+                   help=f"{d('learning_rate')} (Adadelta's old Keras default, as the original)")
+    g.add_argument("--reduce-lr-patience", type=positive_int,
+                   help=f"ReduceLROnPlateau patience ({d('reduce_lr.patience')})")
+    g.add_argument("--reduce-lr-factor", type=float,
+                   help=f"ReduceLROnPlateau factor ({d('reduce_lr.factor')})")
+    g.add_argument("--min-lr", type=float, help=f"ReduceLROnPlateau min_lr ({d('reduce_lr.min_lr')})")
     g.add_argument("--no-reduce-lr", dest="reduce_lr_enabled", action="store_false",
                    default=None, help="no ReduceLROnPlateau")
-    g.add_argument("--seed", type=int, help="random seed (default: 0)")
+    g.add_argument("--seed", type=int, help=f"random seed ({d('seed')})")
     g.add_argument("--mixed-precision", action=argparse.BooleanOptionalAction, default=None,
-                   help="mixed_float16 compute on GPU (default: off)")
+                   help=f"mixed_float16 compute on GPU ({d('mixed_precision')})")
     g.add_argument("--xla", action=argparse.BooleanOptionalAction, default=None,
-                   help="compile the train step with XLA (default: off)")
+                   help=f"compile the train step with XLA ({d('xla')})")
     g.add_argument("--cache", nargs="?", const=True, default=None, metavar="PATH",
                    help="cache decoded images in memory, or in files with prefix PATH")
     g.add_argument("--balanced", action=argparse.BooleanOptionalAction, default=None,
-                   help="draw classes uniformly (oversample small classes; default: off)")
+                   help=f"draw classes uniformly (oversample small classes; {d('balanced')})")
     g.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None,
-                   help="the paper's augmentation on the training split (default: on)")
+                   help=f"the paper's augmentation on the training split ({d('augment')})")
     g.add_argument("--augment-probability", type=float,
-                   help="probability of the affine and of the flip (default: 0.5)")
-    g.add_argument("--train-split", help="training split folder (default: train)")
-    g.add_argument("--val-split", help="validation split folder (default: test; 'none' for none)")
-    g.add_argument("--steps-per-epoch", type=int, help="batches per epoch (default: one pass)")
-    g.add_argument("--validation-steps", type=int, help="validation batches (default: all)")
+                   help=f"probability of the affine and of the flip ({d('augment_probability')})")
+    g.add_argument("--train-split", help=f"training split folder ({d('train_split')})")
+    g.add_argument("--val-split", help=f"validation split folder ({d('val_split')}; 'none' for "
+                   "none)")
+    g.add_argument("--steps-per-epoch", type=positive_int,
+                   help="batches per epoch (default: one pass)")
+    g.add_argument("--validation-steps", type=positive_int,
+                   help="validation batches (default: all)")
     g.add_argument("--progress", choices=tuple(PROGRESS),
                    help="bar (1), one line per epoch (2) or none; default: bar on a terminal, "
                    "epoch otherwise")
@@ -149,21 +168,36 @@ def _print(summary: Any) -> None:
     print(json.dumps(summary, indent=2, default=str))
 
 
-def _run_half(args: argparse.Namespace) -> int:
+def _start(args: argparse.Namespace) -> Any:
+    """Logging, the TensorFlow runtime (threads, op determinism), the config, and --restart."""
     configure_logging(args.verbose)
+    config = config_from_args(args)
+    apply_threads(args, deterministic=True)
+    if getattr(args, "restart", False):
+        import shutil
+        from pathlib import Path
+
+        from hrcam.train import STATE_DIR
+
+        shutil.rmtree(Path(args.out) / STATE_DIR, ignore_errors=True)
+    return config
+
+
+def _run_half(args: argparse.Namespace) -> int:
+    config = _start(args)
     from hrcam.train import train_half
 
-    summary = train_half(args.data, args.out, config_from_args(args))
+    summary = train_half(args.data, args.out, config)
     _print(summary)
     return 0
 
 
 def _run_full(args: argparse.Namespace) -> int:
-    configure_logging(args.verbose)
+    config = _start(args)
     from hrcam.train import TransferCheckError, train_full
 
     try:
-        summary = train_full(args.data, args.out, args.half, config_from_args(args))
+        summary = train_full(args.data, args.out, args.half, config)
     except TransferCheckError as error:
         print(f"hrcam train full: error: {error}", file=sys.stderr)
         return 1
@@ -173,6 +207,7 @@ def _run_full(args: argparse.Namespace) -> int:
 
 def _run_check(args: argparse.Namespace) -> int:
     configure_logging(args.verbose)
+    apply_threads(args)
     from hrcam.train import TransferCheckError, check_transfer_files
 
     try:
