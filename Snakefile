@@ -5,7 +5,8 @@
 #   snakemake --report report.html             # the HTML report of the last run
 #   snakemake --cores 1 --force figures        # redraw the report figures only (no training)
 #
-# The rules call the `hrcam` command line; this file only wires them together.
+# The rules call the `hrcam` command line; this file only wires them together. Every rule is
+# defined whatever the config; the targets come from input functions (workflow/rules/common.smk).
 # Options: config/README.md. Profiles: profiles/default (loaded automatically), profiles/slurm.
 
 from snakemake.utils import min_version, validate
@@ -30,7 +31,16 @@ include: "workflow/rules/render.smk"
 include: "workflow/rules/report.smk"
 
 
+# light rules run on the submitting machine, never as cluster jobs
+localrules:
+    all,
+    compare_classification,
+    aggregate_seeds,
+    figures,
+    readme_figures,
+
+
 rule all:
     default_target: True
     input:
-        all_outputs(),
+        seed_outputs,

@@ -5,7 +5,7 @@ Per map size and CAM threshold grid, prints ms per map on one core for
 * ours: ``hrcam.evaluate.metrics.boxes.box_hits`` (convention "wsol");
 * cv2: wsolevaluation's own algorithm (``compute_bboxes_from_scoremaps`` with every contour,
   ``calculate_multiple_iou``, ``BoxEvaluator.accumulate``) re-typed with OpenCV; it is the
-  reference of the parity test in ``tests/evaluate/test_boxes.py`` and imported from there;
+  reference of the parity test in ``tests/evaluate/metrics/test_boxes.py`` and imported from there;
 * old: hrcam's earlier scipy path (``hrcam.evaluate.best_iou_per_threshold``, one
   ``ndimage.label`` per threshold stack; skipped once that name points to the new kernel);
 
@@ -33,7 +33,7 @@ import numpy as np  # noqa: E402
 
 IOU_THRESHOLDS = (0.3, 0.5, 0.7)
 INTERVALS = (0.01, 0.001)
-REFERENCE = Path(__file__).resolve().parents[1] / "tests" / "evaluate" / "test_boxes.py"
+REFERENCE = Path(__file__).resolve().parents[1] / "tests" / "evaluate" / "metrics" / "test_boxes.py"
 
 
 def _load_reference():

@@ -496,6 +496,7 @@ def localization_bars(
     metrics: Sequence[str] | None = None,
     *,
     title: str | None = None,
+    errors: str | None = "auto",
 ) -> Figure:
     """Bar charts comparing CAM methods on localization metrics.
 
@@ -504,6 +505,9 @@ def localization_bars(
     :param metrics: the metric columns to draw (default: those of ``PxAP, MaxBoxAccV2,
                     top1_loc, gt_known_loc`` with values); one panel per metric, one bar per
                     method, missing values skipped.
+    :param errors: error bars: ``"ci"`` (columns ``<metric>_ci_low`` / ``_ci_high``),
+                   ``"sd"`` (``<metric>_sd``, plus or minus one), None, or ``"auto"``: the
+                   confidence interval where the table has one, else the sd, else none.
     """
     import pandas as pd
 
@@ -528,8 +532,11 @@ def localization_bars(
         values = pd.to_numeric(df[metric], errors="coerce").to_numpy(dtype=float)
         x = np.arange(len(methods))
         ok = np.isfinite(values)
-        bars = ax.bar(x[ok], values[ok], color=[c for c, k in zip(colors, ok) if k])
-        ax.bar_label(bars, fmt="%.3f", fontsize=8)
+        yerr = _error_bars(df, metric, values, errors)
+        bars = ax.bar(x[ok], values[ok], color=[c for c, k in zip(colors, ok) if k],
+                      yerr=None if yerr is None else yerr[:, ok], capsize=3,
+                      error_kw={"elinewidth": 1.0, "ecolor": "0.25"})
+        ax.bar_label(bars, fmt="%.3f", fontsize=8, label_type="center")
         ax.set_xticks(x, methods, rotation=30, ha="right", fontsize=8)
         finite = values[ok]
         top = max(1.0, float(finite.max()) * 1.15) if finite.size else 1.0
@@ -539,6 +546,36 @@ def localization_bars(
     if title:
         fig.suptitle(title)
     return save_figure(fig, path)
+
+
+def _error_bars(df: Any, metric: str, values: np.ndarray, errors: str | None
+                ) -> np.ndarray | None:
+    """(2, n) lower / upper error-bar lengths for `localization_bars`, or None."""
+    import pandas as pd
+
+    def column(name: str) -> np.ndarray | None:
+        if name not in df:
+            return None
+        col = pd.to_numeric(df[name], errors="coerce").to_numpy(dtype=float)
+        return col if np.isfinite(col).any() else None
+
+    low, high, sd = column(f"{metric}_ci_low"), column(f"{metric}_ci_high"), column(f"{metric}_sd")
+    if errors == "auto":
+        errors = "ci" if low is not None and high is not None else ("sd" if sd is not None
+                                                                      else None)
+    if errors is None:
+        return None
+    if errors == "ci":
+        if low is None or high is None:
+            raise ValueError(f"localization_bars: no {metric}_ci_low / _ci_high columns")
+        bars = np.stack([values - low, high - values])
+    elif errors == "sd":
+        if sd is None:
+            raise ValueError(f"localization_bars: no {metric}_sd column")
+        bars = np.stack([sd, sd])
+    else:
+        raise ValueError(f"errors must be 'auto', 'ci', 'sd' or None, got {errors!r}")
+    return np.where(np.isfinite(bars), np.maximum(bars, 0.0), 0.0)
 
 
 def threshold_curves(

@@ -1,14 +1,16 @@
 """Report figures and tables from a run's result files (no training, no inference).
 
-The workflow's `figures` rule calls `hrcam report` so that the report can be redrawn in seconds
-after changing nothing but presentation.
+The workflow's `figures` rule calls `hrcam report figures` so that the report can be redrawn in
+seconds after changing nothing but presentation; `hrcam report readme` copies a run's key
+figures to the folder the README embeds them from. A run folder holds one ``seed<k>/`` folder
+per training seed (`SEED_LAYOUT`) and, for localization, ``seeds/`` (the seed aggregate).
 """
 
 from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +27,20 @@ REPORT_FILES = {
     "classification_csv": "classification.csv",
     "classification_png": "classification.png",
     "transfer_csv": "transfer_check.csv",
+}
+
+
+#: Where the report's inputs lie in a seed's folder of a run (the workflow's output layout).
+SEED_LAYOUT = {
+    "half_history": "models/half/history.csv",
+    "full_history": "models/full/history.csv",
+    "half_metrics": "evaluation/classification/half/metrics.json",
+    "full_metrics": "evaluation/classification/full/metrics.json",
+    "transfer_train": "models/full/transfer_check.json",
+    "transfer_check": "models/transfer_check.json",
+    "collage": "cams/collage.png",
+    "pipeline_figures": "cams/figures",
+    "localization_chart": "evaluation/localization/localization.png",
 }
 
 
@@ -103,3 +119,61 @@ def write_report(out_dir: PathLike, *, half_history: PathLike, full_history: Pat
     transfer_table({label: _read_json(path) for label, path in transfer_checks.items()}).to_csv(
         paths["transfer_csv"], index=False)
     return paths
+
+
+def seed_folder(run_dir: PathLike, seed: int) -> Path:
+    """The folder of one training seed of a run."""
+    return Path(run_dir) / f"seed{int(seed)}"
+
+
+def write_run_report(run_dir: PathLike, seeds: Sequence[int]) -> dict[int, dict[str, Path]]:
+    """`write_report` for every seed of a run, into ``<run>/seed<k>/report/``."""
+    written = {}
+    for seed in seeds:
+        folder = seed_folder(run_dir, seed)
+        files = {key: folder / rel for key, rel in SEED_LAYOUT.items()}
+        written[int(seed)] = write_report(
+            folder / "report", half_history=files["half_history"],
+            full_history=files["full_history"], half_metrics=files["half_metrics"],
+            full_metrics=files["full_metrics"],
+            transfer_checks={"train_full": files["transfer_train"],
+                             "check_transfer": files["transfer_check"]})
+    return written
+
+
+def readme_figure_names(localization: bool = True) -> list[str]:
+    """The figures `copy_readme_figures` writes (without the localization ones when the run
+    has no localization)."""
+    names = ["collage.png", "pipeline.png", "training_curves.png", "classification.png"]
+    if localization:
+        names += ["localization.png", "localization_seeds.png"]
+    return names
+
+
+def copy_readme_figures(run_dir: PathLike, seed: int, out_dir: PathLike) -> dict[str, Path]:
+    """Copy a run's key figures (of one seed, and the seed aggregate) into ``out_dir`` under
+    the names of `readme_figure_names`; the pipeline figure is the first image's, in sorted
+    order. Returns the written paths."""
+    import shutil
+
+    run = Path(run_dir)
+    folder = seed_folder(run, seed)
+    figures = sorted((folder / SEED_LAYOUT["pipeline_figures"]).rglob("*.png"))
+    if not figures:
+        raise FileNotFoundError(f"{folder / SEED_LAYOUT['pipeline_figures']}: no pipeline "
+                                "figure (run `hrcam cams` first)")
+    sources = {"collage.png": folder / SEED_LAYOUT["collage"], "pipeline.png": figures[0],
+               "training_curves.png": folder / "report" / REPORT_FILES["training_curves"],
+               "classification.png": folder / "report" / REPORT_FILES["classification_png"],
+               "localization.png": folder / SEED_LAYOUT["localization_chart"],
+               "localization_seeds.png": run / "seeds" / "localization_seeds.png"}
+    localization = sources["localization.png"].is_file()
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    written = {}
+    for name in readme_figure_names(localization):
+        if not sources[name].is_file():
+            raise FileNotFoundError(f"{sources[name]}: no such result file")
+        shutil.copyfile(sources[name], out / name)
+        written[name] = out / name
+    return written

@@ -50,34 +50,58 @@ def test_transfer_table_flattens_nested_reports():
                       "after.different_layers": '["conv_aux"]'}
 
 
-def test_cli_writes_every_report_file(results):
-    out = results / "report"
-    code = main(["report", "--half-history", str(results / "half.csv"),
-                 "--full-history", str(results / "full.csv"),
-                 "--half-metrics", str(results / "half.json"),
-                 "--full-metrics", str(results / "full.json"),
-                 "--transfer", f"check={results / 'check.json'}", "--out", str(out)])
-    assert code == 0
-    assert sorted(p.name for p in out.iterdir()) == sorted(report.REPORT_FILES.values())
-    table = pd.read_csv(out / "classification.csv")
-    assert table.loc[table["metric"] == "macro_f1", "identical"].item() == False  # noqa: E712
-    assert "check.weights.identical" in set(pd.read_csv(out / "transfer_check.csv")["check"])
+def _run_dir(results, seeds=(0, 1)):
+    """A workflow run folder with the report's inputs for every seed."""
+    import shutil
+
+    run = results / "run"
+    for seed in seeds:
+        folder = report.seed_folder(run, seed)
+        sources = {"half_history": "half.csv", "full_history": "full.csv",
+                   "half_metrics": "half.json", "full_metrics": "full.json",
+                   "transfer_train": "check.json", "transfer_check": "check.json"}
+        for key, name in sources.items():
+            target = folder / report.SEED_LAYOUT[key]
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(results / name, target)
+    return run
+
+
+def test_cli_writes_every_report_file_of_every_seed(results):
+    run = _run_dir(results)
+    assert main(["report", "figures", "--run-dir", str(run), "--seeds", "0", "1"]) == 0
+    for seed in (0, 1):
+        out = report.seed_folder(run, seed) / "report"
+        assert sorted(p.name for p in out.iterdir()) == sorted(report.REPORT_FILES.values())
+        table = pd.read_csv(out / "classification.csv")
+        assert table.loc[table["metric"] == "macro_f1", "identical"].item() == False  # noqa
+        checks = set(pd.read_csv(out / "transfer_check.csv")["check"])
+        assert {"train_full.weights.identical", "check_transfer.ok"} <= checks
 
 
 def test_missing_result_file_is_a_clear_error(results, capsys):
-    code = main(["report", "--half-history", str(results / "half.csv"),
-                 "--full-history", str(results / "full.csv"),
-                 "--half-metrics", str(results / "nope.json"),
-                 "--full-metrics", str(results / "full.json"), "--out", str(results / "r")])
-    assert code == 2
-    assert "nope.json does not exist" in capsys.readouterr().err
+    run = _run_dir(results, seeds=(0,))
+    (report.seed_folder(run, 0) / report.SEED_LAYOUT["half_metrics"]).unlink()
+    assert main(["report", "figures", "--run-dir", str(run), "--seeds", "0"]) == 2
+    assert "metrics.json does not exist" in capsys.readouterr().err
+    assert main(["report", "figures", "--run-dir", str(run), "--seeds", "7"]) == 2
 
 
-def test_bad_transfer_argument_names_the_expected_form(results, capsys):
-    with pytest.raises(SystemExit):
-        main(["report", "--half-history", "h", "--full-history", "f", "--half-metrics", "a",
-              "--full-metrics", "b", "--transfer", "no-equals-sign", "--out", "o"])
-    assert "expected LABEL=PATH" in capsys.readouterr().err
+def test_readme_figures_are_copied_under_fixed_names(results, capsys):
+    run = _run_dir(results, seeds=(0,))
+    folder = report.seed_folder(run, 0)
+    assert main(["report", "readme", "--run-dir", str(run), "--seed", "0", "--out",
+                 str(results / "readme")]) == 2
+    assert "no pipeline figure" in capsys.readouterr().err
+    assert main(["report", "figures", "--run-dir", str(run), "--seeds", "0"]) == 0
+    for rel in ("cams/figures/b/2.png", "cams/figures/a/1.png", "cams/collage.png"):
+        (folder / rel).parent.mkdir(parents=True, exist_ok=True)
+        (folder / rel).write_bytes(rel.encode())
+    assert main(["report", "readme", "--run-dir", str(run), "--seed", "0", "--out",
+                 str(results / "readme")]) == 0
+    names = sorted(p.name for p in (results / "readme").iterdir())
+    assert names == sorted(report.readme_figure_names(localization=False))
+    assert (results / "readme" / "pipeline.png").read_bytes() == b"cams/figures/a/1.png"
 
 
 def test_classification_table_keeps_counts_as_integers(results):

@@ -83,6 +83,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_run_localization)
 
     p = sub.add_parser(
+        "aggregate", help="localization over several training seeds",
+        description="Mean, sd, min and max over the seeds of every method's PxAP and "
+        "MaxBoxAccV2, and every method against low_res and refined pooled over the seeds (the "
+        "difference, its paired-bootstrap 95%% CI over images and the share of resamples above "
+        "zero). Reads each seed's localization.csv and bootstrap.npz; writes "
+        "OUT/localization_seeds.csv, OUT/localization_seeds_paired.csv and "
+        "OUT/localization_seeds.png.")
+    p.add_argument("runs", nargs="+", metavar="SEED=DIR",
+                   help="a seed and its localization folder (the --out of `hrcam evaluate "
+                   "localization`)")
+    p.add_argument("--out", required=True, metavar="DIR", help="output folder")
+    p.set_defaults(func=_run_aggregate)
+
+    p = sub.add_parser(
         "compare", help="check that two metrics.json files have identical classification scores",
         description="Compare the classification numbers (accuracies, macro/micro scores, "
         "per-class table, confusion matrix) of two metrics.json files, e.g. the half and the "
@@ -142,6 +156,24 @@ def _run_localization(args: argparse.Namespace) -> int:
         top1 = f"{row['top1_loc']:8.4f}" if row.get("top1_loc") is not None else "       -"
         print(f"  {name:16s} {fmt(row, 'PxAP')} {fmt(row, 'MaxBoxAccV2')} {top1}")
     print(f"written to {args.out}/")
+    return 0
+
+
+def _run_aggregate(args: argparse.Namespace) -> int:
+    from hrcam.evaluate.aggregate import aggregate_seeds
+
+    runs = {}
+    for item in args.runs:
+        seed, sep, folder = item.partition("=")
+        if not sep or not seed.strip().isdigit() or not folder:
+            raise ValueError(f"expected SEED=DIR (e.g. 0=results/default/seed0/evaluation/"
+                             f"localization), got {item!r}")
+        if int(seed) in runs:
+            raise ValueError(f"seed {seed} given twice")
+        runs[int(seed)] = folder
+    summary = aggregate_seeds(runs, args.out)
+    print(f"{len(summary['seeds'])} seed(s), {len(summary['methods'])} method(s): written to "
+          f"{args.out}/")
     return 0
 
 

@@ -1,41 +1,43 @@
-"""`hrcam report`: the report's figures and tables from a run's result files."""
+"""`hrcam report ...`: the report's figures and tables from a run's result files (library:
+:mod:`hrcam.report`)."""
 
 from __future__ import annotations
 
 import argparse
 
 
-def _label_and_path(text: str) -> tuple[str, str]:
-    label, sep, path = text.partition("=")
-    if not sep or not label or not path:
-        raise argparse.ArgumentTypeError(f"expected LABEL=PATH, got {text!r}")
-    return label, path
-
-
-def register(subparsers) -> None:
-    """Add the `report` subcommand."""
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add `report` with its subcommands `figures` and `readme`."""
     parser = subparsers.add_parser(
-        "report",
-        help="report figures and tables from result files (no training, no inference)",
-        description="Write OUT/training_curves.png (half model metrics and the decoder's "
-        "reconstruction loss), OUT/classification.csv and .png (half vs full, side by side) and "
-        "OUT/transfer_check.csv (every entry of the transfer checks).",
-    )
-    parser.add_argument("--half-history", required=True, help="history.csv of the half model")
-    parser.add_argument("--full-history", required=True, help="history.csv of the full model")
-    parser.add_argument("--half-metrics", required=True, help="metrics.json of the half model")
-    parser.add_argument("--full-metrics", required=True, help="metrics.json of the full model")
-    parser.add_argument("--transfer", type=_label_and_path, action="append", default=[],
-                        metavar="LABEL=PATH", help="a transfer-check JSON (repeatable)")
-    parser.add_argument("--out", required=True, help="output folder")
-    parser.set_defaults(func=run)
+        "report", help="report figures and tables from result files (no training, no inference)",
+        description="Figures and tables of a workflow run folder (results/<run>): `figures` "
+        "writes, for every seed, seed<k>/report/training_curves.png (half model metrics and the "
+        "decoder's reconstruction loss), classification.csv and .png (half vs full, side by "
+        "side) and transfer_check.csv (every entry of the transfer checks); `readme` copies the "
+        "key figures to the folder the README embeds them from.")
+    sub = parser.add_subparsers(dest="what", metavar="WHAT", required=True)
+    p = sub.add_parser("figures", help="the report figures of every seed of a run")
+    p.add_argument("--run-dir", required=True, metavar="DIR", help="results/<run>")
+    p.add_argument("--seeds", type=int, nargs="+", required=True, help="the run's seeds")
+    p.set_defaults(func=_run_figures)
+    p = sub.add_parser("readme", help="copy a run's key figures for the README")
+    p.add_argument("--run-dir", required=True, metavar="DIR", help="results/<run>")
+    p.add_argument("--seed", type=int, required=True, help="the seed whose figures are shown")
+    p.add_argument("--out", required=True, metavar="DIR", help="e.g. reports/figures")
+    p.set_defaults(func=_run_readme)
 
 
-def run(args: argparse.Namespace) -> int:
-    from hrcam.report import write_report
+def _run_figures(args: argparse.Namespace) -> int:
+    from hrcam.report import write_run_report
 
-    paths = write_report(args.out, half_history=args.half_history,
-                         full_history=args.full_history, half_metrics=args.half_metrics,
-                         full_metrics=args.full_metrics, transfer_checks=dict(args.transfer))
-    print("report files written:", *paths.values(), sep="\n  ")
+    for seed, paths in write_run_report(args.run_dir, args.seeds).items():
+        print(f"seed {seed}:", *paths.values(), sep="\n  ")
+    return 0
+
+
+def _run_readme(args: argparse.Namespace) -> int:
+    from hrcam.report import copy_readme_figures
+
+    print("copied:", *copy_readme_figures(args.run_dir, args.seed, args.out).values(),
+          sep="\n  ")
     return 0

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from hrcam.data.common import (BOX_FIELDS, IMAGE_EXTENSIONS, inclusive_box, output_suffix,
-                               rescale_box, write_outputs)
+                               rescale_box, write_outputs, wsol_resized_box)
 from hrcam.data.engine import conversion_params, convert_stream, effective_workers
 from hrcam.data.imagenet import DEFAULT_NUM_CLASSES, select_classes
 from hrcam.data.publish import command_line, resolve_out, staged_output
@@ -222,8 +222,12 @@ def prepare_imagenet_val(out_dir: str | os.PathLike, val_tar: str | os.PathLike 
             manifest.append({"source": name, "class": wnid, "split": "val", "output": rel,
                              "status": "ok", "reason": ""})
             for obj_wnid, box in objects:
-                scaled = rescale_box(inclusive_box(box), width, height, conv["im_size"],
-                                     conv["resize"])
+                # stretched as wsolevaluation does (its published numbers); a centre crop
+                # geometrically
+                scaled = (wsol_resized_box(box, width, height, conv["im_size"])
+                          if conv["resize"] == "stretch" else
+                          rescale_box(inclusive_box(box), width, height, conv["im_size"],
+                                      conv["resize"]))
                 if scaled is not None:
                     boxes.append(dict(zip(BOX_FIELDS, (rel, obj_wnid, *scaled))))
         manifest.sort(key=lambda r: r["source"])

@@ -315,20 +315,23 @@ def test_val_boxes_in_resized_coordinates(val_files, tmp_path, labels):
                                         synsets=synsets, im_size=IM, workers=1, **kw)
     assert summary["totals"] == {"val": 3}
     boxes = _boxes(out)
-    # inclusive (x0, y0, x1, y1) covers [x0, x1 + 1) x [y0, y1 + 1) in continuous source pixels,
-    # then scales by 32 / width, 32 / height (stretch), at full precision (no rounding)
     assert [b[:2] for b in boxes] == [
         ("val/n00000001/ILSVRC2012_val_00000001.jpg", "n00000001"),
         ("val/n00000001/ILSVRC2012_val_00000004.jpg", "n00000001"),
         ("val/n00000002/ILSVRC2012_val_00000002.jpg", "n00000002"),
         ("val/n00000002/ILSVRC2012_val_00000002.jpg", "n00000002"),
     ]
-    assert [b[2:] for b in boxes] == [
-        pytest.approx((4 * 0.8, 3 * 32 / 30, 21 * 0.8, 16 * 32 / 30), rel=1e-12),
-        pytest.approx((4.0, 4.0, 16.5, 24.5), rel=1e-12),
-        pytest.approx((0.0, 0.0, 32.0, 32.0), rel=1e-12),
-        pytest.approx((4.0, 8.0, 12.4, 16.8), rel=1e-12),
-    ]
+    # stretched as wsolevaluation resizes its ground truth: every inclusive corner scaled by
+    # 32 / width, 32 / height and truncated (int), stored with exclusive xmax / ymax (+1)
+    def wsol(box, size):
+        x0, y0, x1, y1 = box
+        w, h = size
+        return (int(x0 * IM / w), int(y0 * IM / h), int(x1 * IM / w) + 1, int(y1 * IM / h) + 1)
+
+    expected = [wsol((4, 3, 20, 15), (40, 30)), wsol((8, 8, 32, 48), (64, 64)),
+                wsol((0, 0, 79, 39), (80, 40)), wsol((10, 10, 30, 20), (80, 40))]
+    assert [b[2:] for b in boxes] == expected
+    assert expected[0] == (3, 3, 17, 17) and expected[2] == (0, 0, 32, 32)
     for image, *_ in boxes:
         with Image.open(out / image) as im:
             assert im.size == (IM, IM) and im.mode == "RGB"

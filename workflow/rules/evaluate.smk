@@ -1,30 +1,32 @@
-# Evaluation: classification for the half and the full model (their numbers must be identical:
-# compare_classification fails the workflow otherwise), and localization of every CAM method on
-# the annotated dataset (generated test split, or the ImageNet validation set).
+# Evaluation, once per seed: classification for the half and the full model (their numbers must
+# be identical: compare_classification fails the workflow otherwise), and localization of every
+# CAM method on the annotated dataset (generated test split, the user's annotated folder, or the
+# ImageNet validation set), with bootstrap confidence intervals; then the seeds aggregated.
 
 
 rule evaluate_classification:
     input:
-        data=dataset_marker(),
-        model=f"{RESULTS}/models/{{model}}/best.keras",
+        data=dataset_input,
+        model=f"{SEED_DIR}/models/{{model}}/best.keras",
     output:
-        metrics=f"{RESULTS}/evaluation/classification/{{model}}/metrics.json",
-        per_class=f"{RESULTS}/evaluation/classification/{{model}}/per_class.csv",
-        predictions=f"{RESULTS}/evaluation/classification/{{model}}/predictions.csv",
+        metrics=f"{SEED_DIR}/evaluation/classification/{{model}}/metrics.json",
+        per_class=f"{SEED_DIR}/evaluation/classification/{{model}}/per_class.csv",
+        predictions=f"{SEED_DIR}/evaluation/classification/{{model}}/predictions.csv",
         confusion=report(
-            f"{RESULTS}/evaluation/classification/{{model}}/confusion.png",
+            f"{SEED_DIR}/evaluation/classification/{{model}}/confusion.png",
             caption="../report/confusion.rst",
             category="2. Classification",
-            labels={"figure": "confusion matrix ({model} model)"},
+            subcategory="seed {seed}",
+            labels={"figure": "confusion matrix ({model} model)", "seed": "{seed}"},
         ),
     params:
-        data=lambda wildcards, input: os.path.dirname(input.data),
+        data=DATA,
         out=lambda wildcards, output: os.path.dirname(output.metrics),
-        options=flags(config["evaluate"], only=("split", "limit", "batch_size")),
+        options=wf.flags(config["evaluate"], only=("split", "limit", "batch_size")),
     log:
-        f"{LOGS}/evaluate_classification_{{model}}.log",
+        f"{LOGS}/seed{{seed}}/evaluate_classification_{{model}}.log",
     benchmark:
-        f"{BENCH}/evaluate_classification_{{model}}.tsv"
+        f"{BENCH}/seed{{seed}}/evaluate_classification_{{model}}.tsv"
     threads: threads_for("evaluate")
     resources:
         mem_mb=scaled("evaluate", "mem_mb"),
@@ -34,17 +36,17 @@ rule evaluate_classification:
         ACCEL_ENV
     shell:
         "hrcam evaluate classification --model {input.model} --data {params.data} "
-        "--out {params.out} {params.options} --no-progress > {log} 2>&1"
+        "--out {params.out} {params.options} --threads {threads} --no-progress > {log} 2>&1"
 
 
 rule compare_classification:
     input:
-        half=f"{RESULTS}/evaluation/classification/half/metrics.json",
-        full=f"{RESULTS}/evaluation/classification/full/metrics.json",
+        half=f"{SEED_DIR}/evaluation/classification/half/metrics.json",
+        full=f"{SEED_DIR}/evaluation/classification/full/metrics.json",
     output:
-        f"{RESULTS}/evaluation/classification/compare.json",
+        f"{SEED_DIR}/evaluation/classification/compare.json",
     log:
-        f"{LOGS}/compare_classification.log",
+        f"{LOGS}/seed{{seed}}/compare_classification.log",
     threads: 1
     resources:
         mem_mb=scaled("report", "mem_mb"),
@@ -55,52 +57,107 @@ rule compare_classification:
         "hrcam evaluate compare {input.half} {input.full} --out {output} > {log} 2>&1"
 
 
-if LOC_DATA:
+rule evaluate_localization:
+    input:
+        data=localization_input,
+        model=rules.train_full.output.best,
+    output:
+        table=report(
+            f"{SEED_DIR}/evaluation/localization/localization.csv",
+            caption="../report/localization_table.rst",
+            category="3. Localization",
+            subcategory="seed {seed}",
+            labels={"figure": "table", "seed": "{seed}"},
+        ),
+        paired=report(
+            f"{SEED_DIR}/evaluation/localization/localization_paired.csv",
+            caption="../report/localization_paired.rst",
+            category="3. Localization",
+            subcategory="seed {seed}",
+            labels={"figure": "paired comparisons", "seed": "{seed}"},
+        ),
+        chart=report(
+            f"{SEED_DIR}/evaluation/localization/localization.png",
+            caption="../report/localization_chart.rst",
+            category="3. Localization",
+            subcategory="seed {seed}",
+            labels={"figure": "bar chart", "seed": "{seed}"},
+        ),
+        curves=report(
+            f"{SEED_DIR}/evaluation/localization/curves.png",
+            caption="../report/localization_curves.rst",
+            category="3. Localization",
+            subcategory="seed {seed}",
+            labels={"figure": "threshold curves", "seed": "{seed}"},
+        ),
+        json=f"{SEED_DIR}/evaluation/localization/localization.json",
+        curves_csv=f"{SEED_DIR}/evaluation/localization/curves.csv",
+        bootstrap=f"{SEED_DIR}/evaluation/localization/bootstrap.npz",
+    params:
+        data=localization_dir(),
+        out=lambda wildcards, output: os.path.dirname(output.table),
+        split=LOCALIZATION[1] if LOCALIZATION else "test",
+        options=wf.flags(config["evaluate"], only=("batch_size", "box_convention",
+                                                   "cam_curve_interval", "bootstrap_samples",
+                                                   "bootstrap_seed")),
+        limit=wf.flags({"limit": config["evaluate"]["localization_limit"]}),
+        pipeline=wf.flags(config["pipeline"]),
+    log:
+        f"{LOGS}/seed{{seed}}/evaluate_localization.log",
+    benchmark:
+        f"{BENCH}/seed{{seed}}/evaluate_localization.tsv"
+    threads: threads_for("evaluate")
+    resources:
+        mem_mb=scaled("evaluate", "mem_mb"),
+        runtime=scaled("evaluate", "runtime"),
+        gpu=GPU,
+    conda:
+        ACCEL_ENV
+    shell:
+        "hrcam evaluate localization --model {input.model} --data {params.data} "
+        "--split {params.split} --out {params.out} {params.options} {params.limit} "
+        "{params.pipeline} --workers {threads} --threads {threads} --no-progress > {log} 2>&1"
 
-    rule evaluate_localization:
-        input:
-            data=loc_marker(),
-            model=rules.train_full.output.best,
-        output:
-            table=report(
-                f"{RESULTS}/evaluation/localization/localization.csv",
-                caption="../report/localization_table.rst",
-                category="3. Localization",
-                labels={"figure": "table"},
-            ),
-            chart=report(
-                f"{RESULTS}/evaluation/localization/localization.png",
-                caption="../report/localization_chart.rst",
-                category="3. Localization",
-                labels={"figure": "bar chart"},
-            ),
-            curves=report(
-                f"{RESULTS}/evaluation/localization/curves.png",
-                caption="../report/localization_curves.rst",
-                category="3. Localization",
-                labels={"figure": "threshold curves"},
-            ),
-            json=f"{RESULTS}/evaluation/localization/localization.json",
-            curves_csv=f"{RESULTS}/evaluation/localization/curves.csv",
-        params:
-            data=lambda wildcards, input: os.path.dirname(input.data),
-            out=lambda wildcards, output: os.path.dirname(output.table),
-            split="val" if LOC_DATA == VAL_DATA else "test",
-            limit=flags({"limit": config["evaluate"]["localization_limit"]}),
-            batch_size=config["evaluate"]["batch_size"],
-            pipeline=flags(config["pipeline"]),
-        log:
-            f"{LOGS}/evaluate_localization.log",
-        benchmark:
-            f"{BENCH}/evaluate_localization.tsv"
-        threads: threads_for("evaluate")
-        resources:
-            mem_mb=scaled("evaluate", "mem_mb"),
-            runtime=scaled("evaluate", "runtime"),
-            gpu=GPU,
-        conda:
-            ACCEL_ENV
-        shell:
-            "hrcam evaluate localization --model {input.model} --data {params.data} "
-            "--split {params.split} --out {params.out} --batch-size {params.batch_size} "
-            "{params.limit} {params.pipeline} --workers {threads} --no-progress > {log} 2>&1"
+
+rule aggregate_seeds:
+    # mean +- sd over the seeds per method and metric, and every method against low_res and
+    # refined pooled over the seeds (paired bootstrap over images)
+    input:
+        tables=seeded(f"{SEED_DIR}/evaluation/localization/localization.csv"),
+        bootstrap=seeded(f"{SEED_DIR}/evaluation/localization/bootstrap.npz"),
+    output:
+        table=report(
+            f"{RESULTS}/seeds/localization_seeds.csv",
+            caption="../report/localization_seeds.rst",
+            category="3. Localization",
+            subcategory="all seeds",
+            labels={"figure": "mean and sd over seeds"},
+        ),
+        paired=report(
+            f"{RESULTS}/seeds/localization_seeds_paired.csv",
+            caption="../report/localization_seeds_paired.rst",
+            category="3. Localization",
+            subcategory="all seeds",
+            labels={"figure": "pooled paired comparisons"},
+        ),
+        chart=report(
+            f"{RESULTS}/seeds/localization_seeds.png",
+            caption="../report/localization_seeds.rst",
+            category="3. Localization",
+            subcategory="all seeds",
+            labels={"figure": "bar chart over seeds"},
+        ),
+    params:
+        runs=lambda wildcards, input: " ".join(
+            f"{seed}={os.path.dirname(table)}" for seed, table in zip(SEEDS, input.tables)),
+        out=lambda wildcards, output: os.path.dirname(output.table),
+    log:
+        f"{LOGS}/aggregate_seeds.log",
+    threads: 1
+    resources:
+        mem_mb=scaled("report", "mem_mb"),
+        runtime=scaled("report", "runtime"),
+    conda:
+        CPU_ENV
+    shell:
+        "hrcam evaluate aggregate {params.runs} --out {params.out} > {log} 2>&1"

@@ -1,41 +1,41 @@
-# Batch CAM rendering with the full model: per-image arrays (low, high, refined CAM,
-# prediction), one pipeline figure and one overlay per image, a collage of image / refined-CAM
-# pairs and a table of the rendered images (cams.csv).
+# Batch CAM rendering with the full model of every seed: per-image arrays (low, high, refined
+# CAM, prediction), one pipeline figure and one overlay per image, a collage of image /
+# refined-CAM pairs and a table of the rendered images (cams.csv).
 
 
 rule render_cams:
     input:
-        data=dataset_marker(),
+        data=dataset_input,
         model=rules.train_full.output.best,
     output:
         collage=report(
-            f"{RESULTS}/cams/collage.png",
+            f"{SEED_DIR}/cams/collage.png",
             caption="../report/collage.rst",
             category="4. CAMs",
-            labels={"figure": "collage"},
+            subcategory="seed {seed}",
+            labels={"figure": "collage", "seed": "{seed}"},
         ),
         figures=report(
-            directory(f"{RESULTS}/cams/figures"),
+            directory(f"{SEED_DIR}/cams/figures"),
             patterns=["{label}/{name}.png"],
             caption="../report/pipeline_figure.rst",
             category="4. CAMs",
-            subcategory="refined-CAM pipeline, per image",
+            subcategory="refined-CAM pipeline, per image (seed {seed})",
             labels={"class": "{label}", "image": "{name}"},
         ),
-        overlays=directory(f"{RESULTS}/cams/overlays"),
-        arrays=directory(f"{RESULTS}/cams/arrays"),
-        table=f"{RESULTS}/cams/cams.csv",
+        overlays=directory(f"{SEED_DIR}/cams/overlays"),
+        arrays=directory(f"{SEED_DIR}/cams/arrays"),
+        table=f"{SEED_DIR}/cams/cams.csv",
     params:
-        data=lambda wildcards, input: os.path.dirname(input.data),
+        data=DATA,
         out=lambda wildcards, output: os.path.dirname(output.collage),
-        split=config["render"]["split"],
-        options=flags(config["render"], only=("limit", "classes", "batch_size", "cam_class",
-                                              "collage_per_class")),
-        pipeline=flags(config["pipeline"]),
+        options=wf.flags(config["render"], only=("split", "limit", "classes", "batch_size",
+                                                 "cam_class", "collage_per_class")),
+        pipeline=wf.flags(config["pipeline"]),
     log:
-        f"{LOGS}/render_cams.log",
+        f"{LOGS}/seed{{seed}}/render_cams.log",
     benchmark:
-        f"{BENCH}/render_cams.tsv"
+        f"{BENCH}/seed{{seed}}/render_cams.tsv"
     threads: threads_for("render")
     resources:
         mem_mb=scaled("render", "mem_mb"),
@@ -44,6 +44,6 @@ rule render_cams:
     conda:
         ACCEL_ENV
     shell:
-        "hrcam cams --model {input.model} --data {params.data} --split {params.split} "
-        "--out {params.out} {params.options} {params.pipeline} --workers {threads} "
+        "hrcam cams --model {input.model} --data {params.data} --out {params.out} "
+        "{params.options} {params.pipeline} --workers {threads} --threads {threads} "
         "--no-progress > {log} 2>&1"
