@@ -107,21 +107,15 @@ def main(argv=None) -> int:
     print(f"{'method':38s} {'batch ms':>10s} {'images/s':>10s}")
     for name, seconds in results:
         print(f"{name:38s} {seconds * 1e3:10.1f} {args.batch_size / seconds:10.1f}")
-    # The CAM arithmetic alone (numpy, from features of one forward pass): the pure overhead.
-    from hrcam import models as M
+    # every method of the registry from the same single engine call (gradients included)
+    from hrcam.cams import CamEngine, method_names
 
-    _, call = wrapper._cam_model(True, args.model == "full")
-    feats = {k: v.numpy() for k, v in call(x.astype(np.float32)).items()}
-    kernel = M.class_weights(model)
-    classes = feats["predictions"].argmax(axis=1)
-
-    def arithmetic(_):
-        for key in ("low_features", "high_features"):
-            if key in feats:
-                M.cams_from_features(feats[key], kernel, classes)
-
-    arith_t = _time_interleaved([arithmetic], x, 1, args.repeats)[0]
-    print(f"{'  of which CAM arithmetic (numpy)':38s} {arith_t * 1e3:10.1f}")
+    engine = CamEngine(model, [m for m in method_names()
+                               if args.model == "full" or m not in ("high_res", "refined")],
+                       batch_size=args.batch_size)
+    every = _time_interleaved([engine], x, args.warmup, args.repeats)[0]
+    print(f"{'CamEngine, every model-side method':38s} {every * 1e3:10.1f} "
+          f"{args.batch_size / every:10.1f}")
     cams_t = results[2][1]
     print(f"CAM cost / forward (compiled call):     {cams_t / results[1][1]:.3f}  "
           f"(goal <= 1.25)")

@@ -7,8 +7,8 @@ Usage::
 
 Generates (or reads, with ``--data``) a dataset in hrcam's layout, then measures
 
-* pipeline images/s: iterating ``hrcam.train.make_dataset(training=True)`` (file read, JPEG
-  decode, shuffle, batching and the paper's augmentation with probability 0.5, prefetch) with no
+* pipeline images/s: iterating ``hrcam.train.training_dataset`` (file read, JPEG
+  decode, the epoch's seeded order, batching and the paper's augmentation with probability 0.5, prefetch) with no
   model attached, plus the same without augmentation;
 * training-step images/s: ``model.train_on_batch`` of the half model (compiled as
   ``hrcam train half`` compiles it) on one batch held in memory, so no input work at all;
@@ -96,19 +96,19 @@ def main(argv=None) -> dict:
     print(f"dataset: {data} ({n_images} training images), batch {args.batch_size}, "
           f"{os.cpu_count()} CPUs, GPUs: {len(tf.config.list_physical_devices('GPU'))}")
 
-    common = dict(im_size=args.size, batch_size=args.batch_size, training=True,
-                  cache=args.cache, repeat=True, drop_remainder=True)
-    pipe_aug = time_pipeline(T.make_dataset(data, "train", augment=T.AugmentConfig(), **common),
-                             args.batches, args.warmup)
-    pipe_plain = time_pipeline(T.make_dataset(data, "train", augment=False, **common),
+    epochs = -(-(args.batches + args.warmup) * args.batch_size // max(n_images, 1)) + 1
+    common = dict(im_size=args.size, batch_size=args.batch_size, cache=args.cache,
+                  epochs=epochs)
+    pipe_aug = time_pipeline(T.training_dataset(data, "train", augment=T.AugmentConfig(),
+                                                **common)[0], args.batches, args.warmup)
+    pipe_plain = time_pipeline(T.training_dataset(data, "train", augment=None, **common)[0],
                                args.batches, args.warmup)
 
     config = T.TrainConfig(batch_size=args.batch_size, im_size=args.size, arch=args.arch,
                            optimizer=args.optimizer,
                            learning_rate=1.0 if args.optimizer == "adadelta" else 1e-3,
                            xla=args.xla)
-    ds = T.make_dataset(data, "train", augment=False, **common)
-    x, y = next(iter(ds))
+    x, y = next(iter(T.training_dataset(data, "train", augment=None, **common)[0]))
     num_classes = int(y.shape[-1])
     model = models.build_half_model(num_classes, (args.size, args.size, 3), args.arch)
     model.compile(optimizer=T.make_optimizer(config), loss="categorical_crossentropy",

@@ -94,7 +94,7 @@ def _shape(im_size: Any, channels: int) -> tuple:
 
 def _weights_kind(path: Path, train_config: Mapping[str, Any]) -> str:
     """The kind of network a ``.weights.h5`` file holds: the training stage recorded beside it,
-    else whether the file stores transposed convolutions (only the expansion network has them)."""
+    else whether the file stores upsampling layers (only the expansion network has them)."""
     stage = train_config.get("stage")
     if stage in MODEL_KINDS:
         return str(stage)
@@ -102,7 +102,8 @@ def _weights_kind(path: Path, train_config: Mapping[str, Any]) -> str:
 
     with h5py.File(path, "r") as handle:
         groups = list(handle.get("layers", {}).keys())
-    return "full" if any(name.startswith("conv2d_transpose") for name in groups) else "half"
+    return "full" if any(name.startswith(("conv2d_transpose", "up_sampling2d"))
+                         for name in groups) else "half"
 
 
 def load_model(path: str | os.PathLike, *, kind: str | None = None,

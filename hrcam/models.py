@@ -28,6 +28,10 @@ Full model, in addition (FC-DenseNet up path, "only new features are upsampled")
     "main_output": 1x1 conv (no bias, linear) to the input's channel count: reconstruction of
         the rescaled (0-1) image
 
+With ``decoder_upsampling="resize"`` every transposed convolution is replaced by bilinear x2
+upsampling ("up{i}_upsample", "high_res_upsample") followed by a 3x3 convolution of the same
+name and width, which has no checkerboard artefacts.
+
 The encoder and head layers carry identical names in both models, so weights transfer by name.
 Only built-in Keras layers are used: `keras.models.load_model` needs no custom objects.
 """
@@ -58,6 +62,7 @@ ARCH_PRESETS: dict[str, dict[str, Any]] = {
         "cam_channels": 16,
         "dropout": 0.2,
         "l2": 1e-4,
+        "decoder_upsampling": "transpose",
     },
     "small": {
         "initial_filters": 16,
@@ -68,6 +73,7 @@ ARCH_PRESETS: dict[str, dict[str, Any]] = {
         "cam_channels": 16,
         "dropout": 0.0,
         "l2": 1e-4,
+        "decoder_upsampling": "transpose",
     },
     "tiny": {
         "initial_filters": 8,
@@ -78,8 +84,12 @@ ARCH_PRESETS: dict[str, dict[str, Any]] = {
         "cam_channels": 8,
         "dropout": 0.0,
         "l2": 1e-4,
+        "decoder_upsampling": "transpose",
     },
 }
+#: How the expansion network upsamples: the paper's 3x3 stride-2 transposed convolutions, or
+#: bilinear upsampling followed by a 3x3 convolution (free of checkerboard artefacts).
+DECODER_UPSAMPLING = ("transpose", "resize")
 DEFAULT_PRESET = "paper"
 ARCH_KEYS: tuple[str, ...] = tuple(ARCH_PRESETS[DEFAULT_PRESET])
 _INT_KEYS = (
@@ -102,7 +112,8 @@ RECONSTRUCTION_LAYER = "main_output"
 INPUT_NAME = "image"
 
 _DECODER_NAME = re.compile(r"^up\d+_")
-_DECODER_EXACT = frozenset({HIGH_FEATURES_LAYER, RECONSTRUCTION_LAYER})
+HIGH_UPSAMPLE_LAYER = "high_res_upsample"  # the resize decoder's last upsampling
+_DECODER_EXACT = frozenset({HIGH_FEATURES_LAYER, RECONSTRUCTION_LAYER, HIGH_UPSAMPLE_LAYER})
 
 
 def resolve_arch(arch: str | Mapping[str, Any] | None = None, **overrides: Any) -> dict[str, Any]:
@@ -141,6 +152,9 @@ def resolve_arch(arch: str | Mapping[str, Any] | None = None, **overrides: Any) 
         raise ValueError(f"arch parameter 'dropout' must be in [0, 1), got {base['dropout']!r}")
     if float(base["l2"]) < 0:
         raise ValueError(f"arch parameter 'l2' must be >= 0, got {base['l2']!r}")
+    if base["decoder_upsampling"] not in DECODER_UPSAMPLING:
+        raise ValueError(f"arch parameter 'decoder_upsampling' must be one of "
+                         f"{DECODER_UPSAMPLING}, got {base['decoder_upsampling']!r}")
     base["dropout"] = float(base["dropout"])
     base["l2"] = float(base["l2"])
     return base
@@ -322,28 +336,37 @@ def build_full_model(num_classes: int, input_shape: Any = (224, 224, 3),
     to_upsample = bottleneck
     n_up = arch["bottleneck_layers"] * arch["growth_rate"]
     stack = None
+    resize = arch["decoder_upsampling"] == "resize"
     for i in range(1, n_blocks + 1):
         skip = skips[n_blocks - i]
-        up = L.Conv2DTranspose(
-            n_up, 3, strides=2, padding="same", kernel_initializer="he_uniform",
-            name=f"up{i}_tconv",
-        )(to_upsample)
+        up = _upsample(to_upsample, n_up, resize, f"up{i}_upsample", f"up{i}_tconv")
         x = L.Concatenate(name=f"up{i}_concat")([up, skip])
         stack, new = _dense_block(x, arch["layers_per_block"], arch["growth_rate"], f"up{i}",
                                   dropout)
         if i < n_blocks:
             to_upsample = new[0] if len(new) == 1 else L.Concatenate(name=f"up{i}_new")(new)
             n_up = arch["layers_per_block"] * arch["growth_rate"]
-    high = L.Conv2DTranspose(
-        arch["cam_channels"], 3, strides=2, padding="same", kernel_initializer="he_uniform",
-        name=HIGH_FEATURES_LAYER,
-    )(stack)
+    high = _upsample(stack, arch["cam_channels"], resize, HIGH_UPSAMPLE_LAYER,
+                     HIGH_FEATURES_LAYER)
     reconstruction = L.Conv2D(
         shape[-1], 1, padding="same", use_bias=False, kernel_initializer="he_normal",
         dtype="float32",  # reconstruction loss in float32 under mixed precision
         name=RECONSTRUCTION_LAYER,
     )(high)
     return keras.Model(inputs, [predictions, reconstruction], name=name)
+
+
+def _upsample(x, filters: int, resize: bool, upsample_name: str, conv_name: str):
+    """x2 upsampling of the expansion path: a 3x3 stride-2 transposed convolution (the paper),
+    or bilinear upsampling then a 3x3 convolution (``resize``). The convolution carries
+    ``conv_name`` either way."""
+    L = _layers()
+    if not resize:
+        return L.Conv2DTranspose(filters, 3, strides=2, padding="same",
+                                 kernel_initializer="he_uniform", name=conv_name)(x)
+    x = L.UpSampling2D(2, interpolation="bilinear", name=upsample_name)(x)
+    return L.Conv2D(filters, 3, padding="same", kernel_initializer="he_uniform",
+                    name=conv_name)(x)
 
 
 def reconstruction_model(full):
@@ -374,6 +397,7 @@ def infer_arch(model) -> dict[str, Any]:
     arch["dropout"] = float(dropouts[0]) if dropouts else 0.0
     reg = dense.kernel_regularizer
     arch["l2"] = float(getattr(reg, "l2", 0.0)) if reg is not None else 0.0
+    arch["decoder_upsampling"] = "resize" if HIGH_UPSAMPLE_LAYER in names else "transpose"
     return resolve_arch(arch)
 
 
@@ -475,6 +499,7 @@ def class_weights(model, bias: bool = False):
 
 __all__ = [
     "ARCH_PRESETS",
+    "DECODER_UPSAMPLING",
     "ARCH_KEYS",
     "DEFAULT_PRESET",
     "resolve_arch",

@@ -5,7 +5,9 @@ Every function builds a `matplotlib.figure.Figure` with the object API (no pyplo
 `show()`), so it works headless (Agg) and figures are freed when dropped. Functions that take a
 `path` also save the figure there (format from the suffix) and still return it.
 
-No TensorFlow here.
+No TensorFlow here. One module for every figure (about 600 lines) on purpose: it is the
+seed's ``plotting`` API (``from hrcam import plotting; plotting.pipeline(...)``), and the
+figures share their helpers (colour maps, map normalisation, table reading).
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ __all__ = [
     "confusion_matrix",
     "localization_bars",
     "threshold_curves",
+    "cam_grid",
     "save_figure",
 ]
 
@@ -637,4 +640,46 @@ def threshold_curves(
                    fontsize=9)
     if title:
         fig.suptitle(title)
+    return save_figure(fig, path)
+
+
+def cam_grid(
+    images: Any,
+    maps: Mapping[str, Any],
+    *,
+    row_titles: Sequence[str] | None = None,
+    cmap: str = "jet",
+    path: PathLike | None = None,
+    tile: float = 1.8,
+) -> Figure:
+    """Several CAMs of the same images side by side: one row per image, the image then one
+    column per named map (e.g. the high-res CAM of each decoder variant), each map normalised
+    and resized to its image.
+
+    :param images: (N, H, W, 3) array or a list of images.
+    :param maps: ``{column title: (N, h, w) maps}``, in column order.
+    """
+    imgs = _as_list(images)
+    columns = {name: _as_list(values) for name, values in maps.items()}
+    n = len(imgs)
+    if n == 0 or not columns:
+        raise ValueError("cam_grid needs at least one image and one column of maps")
+    bad = [name for name, values in columns.items() if len(values) != n]
+    if bad:
+        raise ValueError(f"cam_grid: columns {bad} do not have {n} maps")
+    if row_titles is not None and len(row_titles) != n:
+        raise ValueError(f"cam_grid got {n} images but {len(row_titles)} row titles")
+    ncols = 1 + len(columns)
+    fig = Figure(figsize=(ncols * tile, n * tile + 0.4), layout="constrained")
+    axes = np.asarray(fig.subplots(n, ncols, squeeze=False))
+    for i in range(n):
+        image = to_rgb_uint8(imgs[i])
+        axes[i, 0].imshow(image)
+        _clean(axes[i, 0], "image" if i == 0 else None, fontsize=8)
+        if row_titles is not None:
+            axes[i, 0].set_ylabel(str(row_titles[i]), fontsize=7)
+        for j, (name, values) in enumerate(columns.items(), start=1):
+            _show_map(axes[i, j], _cam_2d(values[i], image.shape[:2]),
+                      name if i == 0 else None, cmap=cmap)
+            axes[i, j].title.set_fontsize(8)
     return save_figure(fig, path)

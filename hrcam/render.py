@@ -228,3 +228,42 @@ def render_cams(model_path: str | Path, data_dir: str | Path, split: str = "test
             "num_images": len(rows), "skipped": skipped, "cam_class": cam_class,
             "pipeline_params": params, "out_dir": str(out),
             "files": {k: str(v) for k, v in files.items()}}
+
+
+def variant_figure(models: Mapping[str, str | Path], data_dir: str | Path, out: str | Path,
+                   split: str = "test", limit: int = 6, classes: Sequence[str] | None = None,
+                   batch_size: int = 16) -> Path:
+    """The CAMs of several full models (decoder variants of one half model) on the same images,
+    side by side: the image, the low-res CAM (the same for every variant: one half model), then
+    each variant's high-res CAM, all for the ground-truth class. ``limit`` images round-robin
+    over the classes. Writes the figure to ``out`` and returns its path."""
+    from hrcam import plotting
+    from hrcam.cams import CamEngine
+    from hrcam.inference import image_batches, image_set, load_for_images, model_input_size
+
+    if not models:
+        raise ValueError("variant_figure needs at least one model")
+    images = image_set(data_dir, split)
+    chosen = select_images(images.paths, images.labels, images.class_ids, images.class_names,
+                           classes, limit)
+    images = images.subset(chosen)
+    columns: dict[str, list[np.ndarray]] = {}
+    pixels: list[np.ndarray] = []
+    for position, (name, path) in enumerate(models.items()):
+        model = load_for_images(path, images, kind="full", what=f"variant {name}")
+        engine = CamEngine(model, ("low_res", "high_res"), batch_size)
+        highs, lows = [], []
+        for batch, labels, _, _ in image_batches(images, model_input_size(model), batch_size):
+            result = engine(batch.numpy(), labels.numpy())
+            highs.extend(result["high_res"])
+            lows.extend(result["low_res"])
+            if position == 0:
+                pixels.extend(batch.numpy())
+        if position == 0:
+            columns["low-res CAM"] = lows
+        columns[f"high-res: {name}"] = highs
+    titles = [images.class_names[label] for label in images.labels]
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    plotting.cam_grid(pixels, columns, row_titles=titles, path=out)
+    return out

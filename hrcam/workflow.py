@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 __all__ = ["ConfigError", "SOURCES", "flags", "dataset_name", "image_size", "seeds",
-           "train_flags", "imagenet_wnids", "expected_classes", "localization_data",
+           "train_flags", "decoder_flags", "variant_names", "variant_flags", "imagenet_wnids", "expected_classes", "localization_data",
            "source_splits", "check_config"]
 
 SOURCES = ("synthetic", "imagenet", "folder")
@@ -69,9 +69,10 @@ def seeds(config: Mapping[str, Any]) -> list[int]:
     return [int(s) for s in config["seeds"]]
 
 
-def train_flags(config: Mapping[str, Any], stage: str) -> str:
+def train_flags(config: Mapping[str, Any], stage: str, decoder: bool = True) -> str:
     """Flags of ``hrcam train half`` / ``hrcam train full`` from the ``train`` block (and the
-    prepared image size); the seed is the rule's wildcard, not part of these flags."""
+    prepared image size); the seed is the rule's wildcard, not part of these flags. The full
+    stage gets the main decoder's options (``train.decoder``) unless ``decoder`` is False."""
     train = config["train"]
     options: dict[str, Any] = {
         "im_size": image_size(config),
@@ -98,7 +99,31 @@ def train_flags(config: Mapping[str, Any], stage: str) -> str:
             options["reduce_lr"] = False
         extra = [f"--arch-set {key}={value}" for key, value in sorted(arch.items())
                  if value is not None]
+    elif decoder:
+        extra = [decoder_flags(config["train"]["decoder"])]
     return " ".join([flags(options, switches=("cache",)), *extra])
+
+
+def decoder_flags(decoder: Mapping[str, Any]) -> str:
+    """``--decoder-upsampling`` and ``--decoder-loss`` of one decoder (``upsampling``, ``loss``),
+    the loss terms in sorted order."""
+    loss = ",".join(f"{name}={float(weight):g}" for name, weight in sorted(decoder["loss"].items()))
+    return flags({"decoder_upsampling": decoder["upsampling"], "decoder_loss": loss})
+
+
+def variant_names(config: Mapping[str, Any]) -> list[str]:
+    """The names of the extra decoder variants (``train.decoder.variants``)."""
+    return [v["name"] for v in config["train"]["decoder"]["variants"]]
+
+
+def variant_flags(config: Mapping[str, Any], name: str) -> str:
+    """``hrcam train full`` flags of one decoder variant: the full stage's flags with the
+    variant's decoder."""
+    for variant in config["train"]["decoder"]["variants"]:
+        if variant["name"] == name:
+            return " ".join([train_flags(config, "full", decoder=False),
+                             decoder_flags(variant)])
+    raise ConfigError("train.decoder.variants", f"no variant named {name!r}")
 
 
 def imagenet_wnids(config: Mapping[str, Any]) -> list[str]:
@@ -263,3 +288,19 @@ def check_config(config: Mapping[str, Any]) -> None:
     values = seeds(config)
     if len(set(values)) != len(values):
         raise ConfigError("seeds", f"{values}: every seed must be different")
+    names = [config["train"]["decoder"]["name"], *variant_names(config)]
+    if len(set(names)) != len(names):
+        raise ConfigError("train.decoder.variants", f"every decoder needs its own name, got "
+                          f"{names} (train.decoder.name first)")
+    if variant_names(config) and not localization_data(config):
+        raise ConfigError("train.decoder.variants", "decoder variants are compared by their "
+                          "localization: they need a dataset with annotations")
+    from hrcam.train.decoder import parse_decoder_loss
+
+    for key, decoder in (("train.decoder", config["train"]["decoder"]),
+                         *[(f"train.decoder.variants[{v['name']}]", v)
+                           for v in config["train"]["decoder"]["variants"]]):
+        try:
+            parse_decoder_loss(decoder["loss"])
+        except ValueError as error:
+            raise ConfigError(f"{key}.loss", str(error)) from None

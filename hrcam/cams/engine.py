@@ -66,7 +66,7 @@ class CamEngine:
             outputs[M.GAP_LAYER] = model.get_layer(M.GAP_LAYER).output
         for layer in sorted(set(self._layers.values())):
             outputs[layer] = model.get_layer(layer).output
-        self._view = keras.Model(model.inputs, outputs, name=f"{model.name}_cam_engine")
+        self._view = keras.Model(model.input, outputs, name=f"{model.name}_cam_engine")
         self._dense = model.get_layer(M.PREDICTIONS_LAYER)
         self._step = tf.function(self._compute, reduce_retracing=True)
         self.num_classes = int(self._dense.units)

@@ -10,8 +10,9 @@ import sys
 from pathlib import Path
 
 from hrcam.cli.common import (add_model_data_arguments, add_output_arguments,
-                              add_pipeline_arguments, add_workers_argument, apply_threads,
-                              configure_logging, pipeline_params_from_args)
+                              add_pipeline_arguments, add_threads_argument, add_workers_argument,
+                              apply_threads, configure_logging, pipeline_params_from_args,
+                              positive_int)
 
 log = logging.getLogger("hrcam.evaluate")
 
@@ -97,6 +98,29 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_run_aggregate)
 
     p = sub.add_parser(
+        "variants", help="decoder variants of one half model side by side",
+        description="One table over the full models of one half model (the paper's decoder and "
+        "variants): every method of the main evaluation, then each variant's high_res and "
+        "refined CAM, with 95%% bootstrap CIs over images, and every variant against layercam "
+        "and low_res (paired bootstrap: every evaluation used the same images and bootstrap "
+        "seed). Writes OUT/variants.csv, OUT/variants_paired.csv, OUT/variants.png and, with "
+        "--models, OUT/variants_cams.png (each variant's high-res CAM on the same images).")
+    p.add_argument("--main", required=True, metavar="DIR",
+                   help="localization folder of the main full model (every method)")
+    p.add_argument("--main-name", default="paper", help="its name in the table (default: paper)")
+    p.add_argument("variants", nargs="*", metavar="NAME=DIR",
+                   help="a variant and its localization folder")
+    p.add_argument("--models", nargs="+", default=None, metavar="NAME=MODEL",
+                   help="full models (the main one first) for the side-by-side CAM figure")
+    p.add_argument("--data", default=None, metavar="DIR", help="dataset of the CAM figure")
+    p.add_argument("--split", default="test", help="split of the CAM figure (default: test)")
+    p.add_argument("--limit", type=positive_int, default=6,
+                   help="images in the CAM figure (default: 6)")
+    p.add_argument("--out", required=True, metavar="DIR", help="output folder")
+    add_threads_argument(p)
+    p.set_defaults(func=_run_variants)
+
+    p = sub.add_parser(
         "compare", help="check that two metrics.json files have identical classification scores",
         description="Compare the classification numbers (accuracies, macro/micro scores, "
         "per-class table, confusion matrix) of two metrics.json files, e.g. the half and the "
@@ -156,6 +180,39 @@ def _run_localization(args: argparse.Namespace) -> int:
         top1 = f"{row['top1_loc']:8.4f}" if row.get("top1_loc") is not None else "       -"
         print(f"  {name:16s} {fmt(row, 'PxAP')} {fmt(row, 'MaxBoxAccV2')} {top1}")
     print(f"written to {args.out}/")
+    return 0
+
+
+def _pairs(items: list[str], what: str) -> dict[str, str]:
+    """``NAME=VALUE`` items as an ordered dict (a malformed or repeated item is an error)."""
+    pairs: dict[str, str] = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or not name or not value:
+            raise ValueError(f"{what}: expected NAME=PATH, got {item!r}")
+        if name in pairs:
+            raise ValueError(f"{what}: {name!r} given twice")
+        pairs[name] = value
+    return pairs
+
+
+def _run_variants(args: argparse.Namespace) -> int:
+    configure_logging(False)
+    apply_threads(args)
+    from hrcam.evaluate.variants import compare_variants
+
+    variants = _pairs(args.variants, "variants")
+    summary = compare_variants(args.main, variants, args.main_name, args.out)
+    if args.models:
+        if args.data is None:
+            raise ValueError("--models needs --data (the dataset of the CAM figure)")
+        from pathlib import Path
+
+        from hrcam.render import variant_figure
+
+        variant_figure(_pairs(args.models, "--models"), args.data,
+                       Path(args.out) / "variants_cams.png", split=args.split, limit=args.limit)
+    print(f"{len(summary['variants'])} decoder variant(s): written to {args.out}/")
     return 0
 
 

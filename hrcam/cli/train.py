@@ -49,6 +49,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     _add_common(p)
     p.add_argument("--check-images", type=positive_int, default=None, metavar="N",
                    help=f"test images used by the transfer check (default: {CHECK_IMAGES})")
+    from hrcam.models import DECODER_UPSAMPLING
+    from hrcam.train.decoder import DECODER_LOSSES
+
+    g = p.add_argument_group("the expansion network (defaults are the paper's)")
+    g.add_argument("--decoder-upsampling", choices=DECODER_UPSAMPLING,
+                   help="transpose: 3x3 stride-2 transposed convolutions (the paper); resize: "
+                   "bilinear x2 upsampling then a 3x3 convolution (default: transpose)")
+    g.add_argument("--decoder-loss", metavar="TERM=WEIGHT[,...]",
+                   help="weighted loss terms of the decoder among " + ", ".join(DECODER_LOSSES)
+                   + " (default: reconstruction=1, the paper's), e.g. "
+                   "reconstruction=1,cam_consistency=1,classification=1")
     p.set_defaults(func=_run_full)
 
     p = sub.add_parser(
@@ -144,7 +155,8 @@ def config_from_args(args: argparse.Namespace) -> Any:
         for name in ("batch_size", "epochs", "im_size", "arch", "optimizer", "learning_rate",
                      "seed", "mixed_precision", "xla", "cache", "balanced", "augment",
                      "augment_probability", "train_split", "val_split", "steps_per_epoch",
-                     "validation_steps", "check_images")
+                     "validation_steps", "check_images", "decoder_upsampling",
+                     "decoder_loss")
     }
     if getattr(args, "arch_set", None):
         arch = {}

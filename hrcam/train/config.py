@@ -64,7 +64,9 @@ class TrainConfig:
     """Options of one training stage (``hrcam train half`` / ``hrcam train full``).
 
     ``arch`` names an architecture preset of `hrcam.models` and ``arch_overrides`` changes
-    single fields of it. ``val_split`` None: no validation (best weights by the training
+    single fields of it. ``decoder_upsampling`` and ``decoder_loss`` (term -> weight, see
+    `hrcam.train.decoder`) choose the full stage's expansion network and objective; the
+    defaults are the paper's (transposed convolutions, reconstruction only). ``val_split`` None: no validation (best weights by the training
     metric). ``cache``: False, True (decoded images in memory) or a file path prefix.
     Change a field with ``dataclasses.replace(config, epochs=5)``.
     """
@@ -91,6 +93,8 @@ class TrainConfig:
     shuffle_buffer: int | None = None
     check_images: int = 64
     verbose: int | None = None
+    decoder_upsampling: str = "transpose"
+    decoder_loss: Mapping[str, float] = field(default_factory=lambda: {"reconstruction": 1.0})
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__  # normalisations of a frozen dataclass, at construction only
@@ -144,6 +148,15 @@ class TrainConfig:
                "a split folder name or none", self.val_split)
         _check(self.verbose is None or self.verbose in (0, 1, 2), "verbose", "0, 1, 2 or null",
                self.verbose)
+        from hrcam.models import DECODER_UPSAMPLING
+        from hrcam.train.decoder import parse_decoder_loss
+
+        _check(self.decoder_upsampling in DECODER_UPSAMPLING, "decoder_upsampling",
+               f"one of {', '.join(DECODER_UPSAMPLING)}", self.decoder_upsampling)
+        try:
+            set_(self, "decoder_loss", parse_decoder_loss(self.decoder_loss))
+        except ValueError as error:
+            raise ValueError(f"training option {error}") from None
 
     def to_dict(self) -> dict[str, Any]:
         """Every option as plain JSON-able values."""

@@ -22,6 +22,7 @@ from typing import Any
 from hrcam.train.augment import AugmentConfig
 from hrcam.train.config import TrainConfig, config_fingerprint
 from hrcam.train.data import list_split, make_dataset, split_exists, training_dataset
+from hrcam.train.decoder import feature_scale, make_decoder_trainer
 from hrcam.train.state import TrainingState, make_state_callback
 from hrcam.train.transfer import (
     TransferCheckError,
@@ -130,9 +131,11 @@ def _datasets(data_dir: str | os.PathLike, config: TrainConfig, target: str,
 
 
 def _run(model: Any, data_dir: str | os.PathLike, out_dir: Path, config: TrainConfig,
-         state: TrainingState, target: str, extra_callbacks: Sequence[Any]) -> Any:
+         state: TrainingState, target: str, extra_callbacks: Sequence[Any],
+         export: Any = None) -> Any:
     """Fit ``model`` from the state's epoch on (or not at all when every epoch is done) and
-    write the stage's outputs from the complete state."""
+    write the stage's outputs (``export``, when ``model`` is a training wrapper around it) from
+    the complete state."""
     import keras
 
     if state.epochs_done:
@@ -153,7 +156,7 @@ def _run(model: Any, data_dir: str | os.PathLike, out_dir: Path, config: TrainCo
         else:
             log.warning("the tensorboard package is not installed: no TensorBoard logs "
                         "(pip install tensorboard)")
-        callbacks.append(make_state_callback(state, reduce_lr))
+        callbacks.append(make_state_callback(state, reduce_lr, export))
         callbacks.extend(extra_callbacks)
         verbose = config.verbose if config.verbose is not None else _default_verbose()
         model.fit(train_ds, validation_data=val_ds, epochs=config.epochs,
@@ -162,7 +165,7 @@ def _run(model: Any, data_dir: str | os.PathLike, out_dir: Path, config: TrainCo
                   shuffle=False, verbose=verbose)
     else:
         log.info("every epoch of %s is done: writing its outputs", out_dir)
-    return state.finish(model)
+    return state.finish(export if export is not None else model)
 
 
 def _summary(stage: str, out_dir: Path, state: TrainingState, initial_epoch: int,
@@ -251,12 +254,13 @@ def train_half(data_dir: str | os.PathLike, out_dir: str | os.PathLike,
 def train_full(data_dir: str | os.PathLike, out_dir: str | os.PathLike,
                half_path: str | os.PathLike, config: TrainConfig | None = None, *,
                callbacks: Sequence[Any] = ()) -> dict[str, Any]:
-    """Train the full model's decoder on image reconstruction, on top of the frozen half model.
+    """Train the full model's decoder on top of the frozen half model.
 
-    Builds the full model with the half model's architecture and input size (whatever
-    ``config`` says about them), copies every shared layer's weights, freezes encoder + head
-    (frozen BatchNorm runs in inference mode) and trains the decoder with MSE against
-    ``images / 255``; ``best.keras`` by validation loss (training loss without a validation
+    Builds the full model with the half model's encoder architecture and input size (whatever
+    ``config`` says about them) and the config's decoder upsampling, copies every shared layer's
+    weights, freezes encoder + head (frozen BatchNorm runs in inference mode) and trains the
+    decoder on the config's objective (`hrcam.train.decoder`; the paper's: MSE against
+    ``images / 255``); ``best.keras`` by validation loss (training loss without a validation
     split). The transfer is verified before and after training (``transfer_check_before.json``,
     ``transfer_check.json``); a failure raises `TransferCheckError`. Resumable as `train_half`.
     """
@@ -274,19 +278,25 @@ def train_full(data_dir: str | os.PathLike, out_dir: str | os.PathLike,
         log.info("the half model's image size %s is used (im_size=%d ignored)", im_size,
                  config.im_size)
         config = dataclasses.replace(config, im_size=int(im_size))
-    # the architecture is the half model's, whatever the config says
+    # the encoder's architecture is the half model's, whatever the config says; the decoder's
+    # upsampling is the config's
     config = dataclasses.replace(config, arch=str(half_run.get("arch", "inferred")),
                                  arch_overrides=dict(half_run.get("arch_overrides") or {}))
-    arch = half_run.get("resolved_arch") or models.infer_arch(half)
+    arch = models.resolve_arch(half_run.get("resolved_arch") or models.infer_arch(half),
+                               decoder_upsampling=config.decoder_upsampling)
     num_classes = int(half.get_layer(models.PREDICTIONS_LAYER).units)
     out, paths, class_ids = _prepare_run(data_dir, out_dir, config)
     if len(class_ids) != num_classes:
         raise ValueError(f"{data_dir} has {len(class_ids)} classes but the half model "
                          f"{half_path} predicts {num_classes}")
     write_json(out / "classes.json", class_records(data_dir, class_ids))
+    check_split = config.val_split if split_exists(data_dir, config.val_split) \
+        else config.train_split
+    images, _ = check_images(data_dir, check_split, config.check_images, config.im_size)
+    scale = feature_scale(half, images, config.batch_size)
     config.save(out / "train_config.json", stage="full", data_dir=str(data_dir),
                 half_model=str(half_path), num_classes=num_classes, resolved_arch=arch,
-                versions=_versions())
+                decoder_scale=scale, versions=_versions())
     monitor, mode = _monitor(data_dir, config, FULL_MONITOR)
     fingerprint = config_fingerprint(
         config, stage="full", resolved_arch=arch, half_model=file_sha256(half_path)[:16],
@@ -295,9 +305,6 @@ def train_full(data_dir: str | os.PathLike, out_dir: str | os.PathLike,
     state.load()
     initial_epoch = state.epochs_done
 
-    check_split = config.val_split if split_exists(data_dir, config.val_split) \
-        else config.train_split
-    images, _ = check_images(data_dir, check_split, config.check_images, config.im_size)
     with precision_policy(config.mixed_precision):
         with distribution_strategy().scope():
             full = models.build_full_model(num_classes, (config.im_size, config.im_size, 3),
@@ -305,14 +312,11 @@ def train_full(data_dir: str | os.PathLike, out_dir: str | os.PathLike,
             models.transfer_weights(half, full)
             models.freeze_shared(full)
             _check_output_dtype(full, config)
-            full.compile(optimizer=make_optimizer(config),
-                         loss={models.PREDICTIONS_LAYER: None,
-                               models.RECONSTRUCTION_LAYER: "mse"},
-                         metrics={models.PREDICTIONS_LAYER: ["accuracy"]},
-                         jit_compile=bool(config.xla))
+            trainer = make_decoder_trainer(full, config.decoder_loss, scale)
+            trainer.compile(optimizer=make_optimizer(config), jit_compile=bool(config.xla))
         verify_transfer(half, full, images, stage="before", batch_size=config.batch_size,
                         out=out / "transfer_check_before.json")
-        files = _run(full, data_dir, out, config, state, "reconstruction", callbacks)
+        files = _run(trainer, data_dir, out, config, state, "image", callbacks, export=full)
         best = load_model(files["best"], kind="full")
         report = verify_transfer(half, best, images, stage="after",
                                  batch_size=config.batch_size, raise_on_failure=False)

@@ -146,8 +146,11 @@ class TrainingState:
         return value < best if self.mode == "min" else value > best
 
     def commit(self, model: Any, epoch: int, row: Mapping[str, Any],
-               reduce_lr: Mapping[str, Any] | None) -> None:
-        """Record finished epoch ``epoch`` (0-based): checkpoints first, then the record."""
+               reduce_lr: Mapping[str, Any] | None, export: Any = None) -> None:
+        """Record finished epoch ``epoch`` (0-based): checkpoints first, then the record.
+        ``model`` is the trained model (its weights and optimizer state are saved), ``export``
+        the model written as ``best.keras`` when it differs (a training wrapper's inner
+        model)."""
         self.path.mkdir(parents=True, exist_ok=True)
         record = dict(self.record)
         record["history"] = [*self.record["history"], dict(row)]
@@ -155,7 +158,7 @@ class TrainingState:
         stale = []
         if self.improved(value):
             best = self.path / f"best-e{epoch:04d}.keras"
-            model.save(best)
+            (export if export is not None else model).save(best)
             record["best"], record["best_epoch"] = value, epoch
             record["best_model"] = _record(best)
             if self.record.get("best_model"):
@@ -225,9 +228,11 @@ def _save_atomic(model: Any, path: Path) -> None:
     os.replace(tmp, path)
 
 
-def make_state_callback(state: TrainingState, reduce_lr: Any = None) -> Any:
-    """The `StateCallback` of a run (Keras is imported here, not at module import)."""
-    return _state_callback_class()(state, reduce_lr)
+def make_state_callback(state: TrainingState, reduce_lr: Any = None, export: Any = None) -> Any:
+    """The Keras callback that commits ``state`` after every epoch (Keras is imported here,
+    not at module import). ``export``: the model saved as the best model when the trained
+    model is a wrapper around it."""
+    return _state_callback_class()(state, reduce_lr, export)
 
 
 def _state_callback_class() -> type:
@@ -238,10 +243,12 @@ def _state_callback_class() -> type:
         callback (it records ReduceLROnPlateau's counters after their update) and give it the
         ReduceLROnPlateau callback, whose counters it restores when the run resumes."""
 
-        def __init__(self, state: TrainingState, reduce_lr: Any = None) -> None:
+        def __init__(self, state: TrainingState, reduce_lr: Any = None,
+                     export: Any = None) -> None:
             super().__init__()
             self.state = state
             self.reduce_lr = reduce_lr
+            self.export = export
             self._epoch_lr: float | None = None
 
         def on_train_begin(self, logs: Mapping[str, Any] | None = None) -> None:
@@ -264,7 +271,7 @@ def _state_callback_class() -> type:
                 reduce_state = {"wait": int(self.reduce_lr.wait),
                                 "cooldown_counter": int(self.reduce_lr.cooldown_counter),
                                 "best": float(self.reduce_lr.best)}
-            self.state.commit(self.model, epoch, row, reduce_state)
+            self.state.commit(self.model, epoch, row, reduce_state, self.export)
             self.state.write_history()
 
     return _StateCallback

@@ -27,6 +27,7 @@ DATA_NAME = wf.dataset_name(config)
 DATA = str(Path(RESOURCES, DATA_NAME))
 VAL_DATA = f"{DATA}-val"
 SEEDS = wf.seeds(config)
+VARIANTS = wf.variant_names(config)
 SEED_DIR = f"{RESULTS}/seed{{seed}}"
 GPU = config["compute"]["gpu"]
 CPU_ENV = "../../envs/hrcam.yaml"
@@ -45,6 +46,7 @@ wildcard_constraints:
     model="half|full",
     seed=r"\d+",
     wnid="n[0-9]{8}",
+    variant="|".join(map(re.escape, VARIANTS)) or "(?!)",
 
 
 # ---------------------------------------------------------------------------------------------
@@ -91,6 +93,9 @@ def seed_outputs(wildcards=None):
     if LOCALIZATION:
         outputs += [f"{RESULTS}/seeds/localization_seeds.csv",
                     f"{RESULTS}/seeds/localization_seeds_paired.csv"]
+    if VARIANTS:
+        outputs += seeded(f"{SEED_DIR}/variants/variants.csv")
+        outputs += seeded(f"{SEED_DIR}/variants/variants_cams.png")
     return outputs
 
 

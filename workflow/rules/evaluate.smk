@@ -161,3 +161,109 @@ rule aggregate_seeds:
         CPU_ENV
     shell:
         "hrcam evaluate aggregate {params.runs} --out {params.out} > {log} 2>&1"
+
+
+rule evaluate_variant:
+    # the methods that depend on the decoder (high_res, refined) of a decoder variant, on the
+    # same images with the same bootstrap seed as the main evaluation (paired comparisons)
+    input:
+        data=localization_input,
+        model=rules.train_variant.output.best,
+    output:
+        table=f"{SEED_DIR}/variants/{{variant}}/evaluation/localization/localization.csv",
+        bootstrap=f"{SEED_DIR}/variants/{{variant}}/evaluation/localization/bootstrap.npz",
+        paired=f"{SEED_DIR}/variants/{{variant}}/evaluation/localization/localization_paired.csv",
+        json=f"{SEED_DIR}/variants/{{variant}}/evaluation/localization/localization.json",
+        curves_csv=f"{SEED_DIR}/variants/{{variant}}/evaluation/localization/curves.csv",
+        chart=f"{SEED_DIR}/variants/{{variant}}/evaluation/localization/localization.png",
+        curves=f"{SEED_DIR}/variants/{{variant}}/evaluation/localization/curves.png",
+    params:
+        data=localization_dir(),
+        out=lambda wildcards, output: os.path.dirname(output.table),
+        split=LOCALIZATION[1] if LOCALIZATION else "test",
+        options=rules.evaluate_localization.params.options,
+        limit=rules.evaluate_localization.params.limit,
+        pipeline=rules.evaluate_localization.params.pipeline,
+    log:
+        f"{LOGS}/seed{{seed}}/evaluate_variant_{{variant}}.log",
+    benchmark:
+        f"{BENCH}/seed{{seed}}/evaluate_variant_{{variant}}.tsv"
+    threads: threads_for("evaluate")
+    resources:
+        mem_mb=scaled("evaluate", "mem_mb"),
+        runtime=scaled("evaluate", "runtime"),
+        gpu=GPU,
+    conda:
+        ACCEL_ENV
+    shell:
+        "hrcam evaluate localization --model {input.model} --data {params.data} "
+        "--split {params.split} --out {params.out} --methods high_res refined {params.options} "
+        "{params.limit} {params.pipeline} --workers {threads} --threads {threads} "
+        "--no-progress > {log} 2>&1"
+
+
+rule compare_variants:
+    # one table over the decoders of a seed, paired comparisons, and their high-res CAMs side
+    # by side on the same images
+    input:
+        main=rules.evaluate_localization.output.table,
+        main_bootstrap=rules.evaluate_localization.output.bootstrap,
+        main_model=rules.train_full.output.best,
+        tables=lambda wildcards: expand(rules.evaluate_variant.output.table, seed=wildcards.seed,
+                                        variant=VARIANTS),
+        models=lambda wildcards: expand(rules.train_variant.output.best, seed=wildcards.seed,
+                                        variant=VARIANTS),
+        data=localization_input,
+    output:
+        table=report(
+            f"{SEED_DIR}/variants/variants.csv",
+            caption="../report/variants_table.rst",
+            category="5. Decoder variants",
+            subcategory="seed {seed}",
+            labels={"figure": "table", "seed": "{seed}"},
+        ),
+        paired=report(
+            f"{SEED_DIR}/variants/variants_paired.csv",
+            caption="../report/variants_paired.rst",
+            category="5. Decoder variants",
+            subcategory="seed {seed}",
+            labels={"figure": "paired comparisons", "seed": "{seed}"},
+        ),
+        chart=report(
+            f"{SEED_DIR}/variants/variants.png",
+            caption="../report/variants_table.rst",
+            category="5. Decoder variants",
+            subcategory="seed {seed}",
+            labels={"figure": "bar chart", "seed": "{seed}"},
+        ),
+        cams=report(
+            f"{SEED_DIR}/variants/variants_cams.png",
+            caption="../report/variants_cams.rst",
+            category="5. Decoder variants",
+            subcategory="seed {seed}",
+            labels={"figure": "high-res CAMs side by side", "seed": "{seed}"},
+        ),
+    params:
+        main=lambda wildcards, input: os.path.dirname(input.main),
+        main_name=config["train"]["decoder"]["name"],
+        variants=lambda wildcards, input: " ".join(
+            f"{name}={os.path.dirname(table)}" for name, table in zip(VARIANTS, input.tables)),
+        models=lambda wildcards, input: " ".join(
+            f"{name}={model}" for name, model in zip(
+                [config["train"]["decoder"]["name"], *VARIANTS],
+                [input.main_model, *input.models])),
+        data=localization_dir(),
+        split=LOCALIZATION[1] if LOCALIZATION else "test",
+        out=lambda wildcards, output: os.path.dirname(output.table),
+    log:
+        f"{LOGS}/seed{{seed}}/compare_variants.log",
+    threads: threads_for("evaluate")
+    resources:
+        mem_mb=scaled("evaluate", "mem_mb"),
+        runtime=scaled("evaluate", "runtime"),
+    conda:
+        ACCEL_ENV
+    shell:
+        "hrcam evaluate variants --main {params.main} --main-name {params.main_name} "
+        "{params.variants} --models {params.models} --data {params.data} "
+        "--split {params.split} --out {params.out} --threads {threads} > {log} 2>&1"

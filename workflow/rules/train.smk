@@ -94,3 +94,37 @@ rule check_transfer:
     shell:
         "hrcam train check --half {input.half} --full {input.full} --data {params.data} "
         "--out {output} --threads {threads} > {log} 2>&1"
+
+
+rule train_variant:
+    # a decoder variant (train.decoder.variants) on the same half model
+    input:
+        data=dataset_input,
+        half=rules.train_half.output.best,
+    output:
+        best=f"{SEED_DIR}/variants/{{variant}}/models/full/best.keras",
+        last=f"{SEED_DIR}/variants/{{variant}}/models/full/last.keras",
+        history=f"{SEED_DIR}/variants/{{variant}}/models/full/history.csv",
+        classes=f"{SEED_DIR}/variants/{{variant}}/models/full/classes.json",
+        config=f"{SEED_DIR}/variants/{{variant}}/models/full/train_config.json",
+        tensorboard=directory(f"{SEED_DIR}/variants/{{variant}}/models/full/tensorboard"),
+        transfer_before=f"{SEED_DIR}/variants/{{variant}}/models/full/transfer_check_before.json",
+        transfer=f"{SEED_DIR}/variants/{{variant}}/models/full/transfer_check.json",
+    params:
+        data=DATA,
+        out=lambda wildcards, output: os.path.dirname(output.best),
+        options=lambda wildcards: wf.variant_flags(config, wildcards.variant),
+    log:
+        f"{LOGS}/seed{{seed}}/train_variant_{{variant}}.log",
+    benchmark:
+        f"{BENCH}/seed{{seed}}/train_variant_{{variant}}.tsv"
+    threads: threads_for("train")
+    resources:
+        mem_mb=scaled("train", "mem_mb"),
+        runtime=scaled("train", "runtime"),
+        gpu=GPU,
+    conda:
+        ACCEL_ENV
+    shell:
+        "hrcam train full --half {input.half} --data {params.data} --out {params.out} "
+        "--seed {wildcards.seed} {params.options} --threads {threads} > {log} 2>&1"
