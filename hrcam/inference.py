@@ -8,7 +8,6 @@ through the network.
 from __future__ import annotations
 
 import math
-import multiprocessing
 import os
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -17,6 +16,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from hrcam.utils import worker_context
+
+#: Modules the worker processes of evaluation and rendering import once (NumPy only).
+WORKER_MODULES = ("hrcam.postprocessing", "hrcam.evaluate.metrics", "hrcam.cams.methods")
 
 __all__ = ["ImageSet", "image_set", "positive_int", "load_for_images",
            "model_input_size", "image_batches", "WorkerPool", "chunks"]
@@ -122,17 +126,6 @@ def chunks(n: int, workers: int) -> list[slice]:
     return [slice(start, min(start + size, n)) for start in range(0, n, size)]
 
 
-def mp_context() -> Any:
-    """Worker processes are started from a clean server (TensorFlow's threads make forking the
-    parent unsafe) that preloads the NumPy-only modules the workers need."""
-    if "forkserver" in multiprocessing.get_all_start_methods():
-        ctx = multiprocessing.get_context("forkserver")
-        ctx.set_forkserver_preload(["hrcam.postprocessing", "hrcam.evaluate.metrics",
-                                    "hrcam.cams.methods"])
-        return ctx
-    return multiprocessing.get_context("spawn")  # pragma: no cover - not Linux
-
-
 class WorkerPool:
     """CPU work of a batch loop in ``workers`` processes (``workers == 1``: in this process),
     with backpressure: at most ``2 * workers`` tasks wait, and results are handed to
@@ -142,7 +135,7 @@ class WorkerPool:
     def __init__(self, workers: int, on_result: Callable[[Any, Any], None]) -> None:
         self.workers = positive_int(workers, "workers")
         self.on_result = on_result
-        self._pool = (ProcessPoolExecutor(self.workers, mp_context=mp_context())
+        self._pool = (ProcessPoolExecutor(self.workers, mp_context=worker_context(WORKER_MODULES))
                       if self.workers > 1 else None)
         self._pending: list[tuple[Any, Future]] = []
 

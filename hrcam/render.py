@@ -133,8 +133,15 @@ def render_cams(model_path: str | Path, data_dir: str | Path, split: str = "test
     from hrcam import plotting
     from hrcam.cams import CamEngine
     from hrcam.cams.engine import PROBABILITIES
-    from hrcam.inference import (WorkerPool, chunks, image_batches, image_set, load_for_images,
-                                 model_input_size, positive_int)
+    from hrcam.inference import (
+        WorkerPool,
+        chunks,
+        image_batches,
+        image_set,
+        load_for_images,
+        model_input_size,
+        positive_int,
+    )
     from hrcam.postprocessing import validate_pipeline_params
 
     if cam_class not in CAM_CLASSES:
@@ -239,7 +246,12 @@ def variant_figure(models: Mapping[str, str | Path], data_dir: str | Path, out: 
     over the classes. Writes the figure to ``out`` and returns its path."""
     from hrcam import plotting
     from hrcam.cams import CamEngine
-    from hrcam.inference import image_batches, image_set, load_for_images, model_input_size
+    from hrcam.inference import (
+        image_batches,
+        image_set,
+        load_for_images,
+        model_input_size,
+    )
 
     if not models:
         raise ValueError("variant_figure needs at least one model")

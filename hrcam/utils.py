@@ -1,16 +1,18 @@
 """Small helpers shared across the package: JSON files written atomically (a reader never sees
-half a file), with NumPy values and paths converted."""
+half a file), with NumPy values and paths converted; file digests; the start method of worker
+processes."""
 
 from __future__ import annotations
 
 import json
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-__all__ = ["write_json", "json_default", "file_sha256"]
+__all__ = ["write_json", "json_default", "file_sha256", "worker_context"]
 
 
 def json_default(value: Any) -> Any:
@@ -45,3 +47,24 @@ def file_sha256(path: str | os.PathLike) -> str:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def worker_context(preload: Sequence[str] = (), fork_when_safe: bool = False) -> Any:
+    """The multiprocessing context of a pool of worker processes.
+
+    ``fork`` when ``fork_when_safe`` and TensorFlow is not loaded in this process (the fastest
+    start: workers inherit the parent's memory); otherwise ``forkserver`` (workers fork from a
+    clean server that imports the ``preload`` modules once: safe although TensorFlow's threads
+    run in the parent), else ``spawn``.
+    """
+    import multiprocessing
+    import sys
+
+    methods = multiprocessing.get_all_start_methods()
+    if fork_when_safe and "fork" in methods and "tensorflow" not in sys.modules:
+        return multiprocessing.get_context("fork")
+    if "forkserver" in methods:
+        ctx = multiprocessing.get_context("forkserver")
+        ctx.set_forkserver_preload(list(preload))
+        return ctx
+    return multiprocessing.get_context("spawn")  # pragma: no cover - not Linux

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 __all__ = ["ConfigError", "SOURCES", "flags", "dataset_name", "image_size", "seeds",
-           "train_flags", "decoder_flags", "variant_names", "variant_flags", "imagenet_wnids", "expected_classes", "localization_data",
+           "train_flags", "synthetic_flags", "decoder_flags", "variant_names", "variant_flags", "imagenet_wnids", "expected_classes", "localization_data",
            "source_splits", "check_config"]
 
 SOURCES = ("synthetic", "imagenet", "folder")
@@ -52,6 +52,14 @@ def flags(options: Mapping[str, Any], only: Iterable[str] | None = None,
         else:
             parts.append(f"--{name} {shlex.quote(str(value))}")
     return " ".join(parts)
+
+
+def synthetic_flags(config: Mapping[str, Any]) -> str:
+    """Flags of ``hrcam prepare synthetic`` from ``data.synthetic`` (``--size-range LO,HI``)."""
+    options = dict(config["data"]["synthetic"])
+    size_range = options.pop("size_range", None)
+    extra = "" if size_range is None else " --size-range " + ",".join(map(str, size_range))
+    return flags(options) + extra
 
 
 def dataset_name(config: Mapping[str, Any]) -> str:

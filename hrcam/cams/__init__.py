@@ -9,8 +9,15 @@ the rendering share, and the registry of CAM methods.
 """
 
 from hrcam.cams.engine import CamEngine, derive_maps
-from hrcam.cams.methods import (CAM_METHODS, CamMethod, DerivedCam, ModelCam, create_method,
-                                method_names, register)
+from hrcam.cams.methods import (
+                                CAM_METHODS,
+                                CamMethod,
+                                DerivedCam,
+                                ModelCam,
+                                create_method,
+                                method_names,
+                                register,
+)
 from hrcam.cams.wrappers import FullModel, HalfModel
 from hrcam.model_files import WeightsFileError, load_model, read_classes_json
 

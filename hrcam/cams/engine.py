@@ -17,8 +17,13 @@ from typing import Any
 import numpy as np
 
 from hrcam import models as M
-from hrcam.cams.methods import (CamMethod, DerivedCam, ModelCam, create_method,
-                                expand_methods)
+from hrcam.cams.methods import (
+    CamMethod,
+    DerivedCam,
+    ModelCam,
+    create_method,
+    expand_methods,
+)
 from hrcam.model_files import model_kind
 
 __all__ = ["CamEngine", "derive_maps", "PROBABILITIES", "CLASSES"]

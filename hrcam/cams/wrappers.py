@@ -23,8 +23,14 @@ import numpy as np
 
 from hrcam import models as M
 from hrcam.cams.engine import CLASSES, PROBABILITIES, CamEngine
-from hrcam.model_files import (CLASSES_FILE, DEFAULT_NUM_CLASSES, check_kind, load_model,
-                               model_kind, read_classes_json)
+from hrcam.model_files import (
+    CLASSES_FILE,
+    DEFAULT_NUM_CLASSES,
+    check_kind,
+    load_model,
+    model_kind,
+    read_classes_json,
+)
 
 __all__ = ["HalfModel", "FullModel"]
 

@@ -5,9 +5,15 @@ from __future__ import annotations
 
 import argparse
 
-from hrcam.cli.common import (add_model_data_arguments, add_output_arguments,
-                              add_pipeline_arguments, add_workers_argument, apply_threads,
-                              configure_logging, pipeline_params_from_args)
+from hrcam.cli.common import (
+    add_model_data_arguments,
+    add_output_arguments,
+    add_pipeline_arguments,
+    add_workers_argument,
+    apply_threads,
+    configure_logging,
+    pipeline_params_from_args,
+)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

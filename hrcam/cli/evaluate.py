@@ -9,10 +9,17 @@ import logging
 import sys
 from pathlib import Path
 
-from hrcam.cli.common import (add_model_data_arguments, add_output_arguments,
-                              add_pipeline_arguments, add_threads_argument, add_workers_argument,
-                              apply_threads, configure_logging, pipeline_params_from_args,
-                              positive_int)
+from hrcam.cli.common import (
+    add_model_data_arguments,
+    add_output_arguments,
+    add_pipeline_arguments,
+    add_threads_argument,
+    add_workers_argument,
+    apply_threads,
+    configure_logging,
+    pipeline_params_from_args,
+    positive_int,
+)
 
 log = logging.getLogger("hrcam.evaluate")
 
@@ -40,8 +47,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     from hrcam.cams import CAM_METHODS
     from hrcam.evaluate.metrics import bootstrap
-    from hrcam.evaluate.metrics.localization import (BOX_CONVENTIONS, DEFAULT_BOX_CONVENTION,
-                                                     DEFAULT_CAM_CURVE_INTERVAL)
+    from hrcam.evaluate.metrics.localization import (
+        BOX_CONVENTIONS,
+        DEFAULT_BOX_CONVENTION,
+        DEFAULT_CAM_CURVE_INTERVAL,
+    )
 
     methods = tuple(CAM_METHODS)
     p = sub.add_parser(

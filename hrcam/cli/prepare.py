@@ -27,8 +27,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     sub = parser.add_subparsers(dest="dataset", metavar="DATASET", required=True)
 
     # -- synthetic ---------------------------------------------------------------------------
-    from hrcam.data.synthetic import (DEFAULT_CLASSES, DEFAULT_IM_SIZE, DEFAULT_PER_CLASS,
-                                      DEFAULT_SEED, DEFAULT_TEST_FRACTION, SHAPES)
+    from hrcam.data.synthetic import (
+        DEFAULT_CLASSES,
+        DEFAULT_DISTRACTORS,
+        DEFAULT_IM_SIZE,
+        DEFAULT_PER_CLASS,
+        DEFAULT_SEED,
+        DEFAULT_SIZE_RANGE,
+        DEFAULT_TEST_FRACTION,
+        SHAPES,
+    )
 
     p = sub.add_parser("synthetic", help="generate the embedded shapes dataset (masks, boxes)",
                        description="Generate the embedded default dataset: one shape per image "
@@ -44,6 +52,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--test-fraction", type=float, default=DEFAULT_TEST_FRACTION,
                    help=f"test fraction per class (default: {DEFAULT_TEST_FRACTION})")
     p.add_argument("--seed", type=int, default=DEFAULT_SEED, help="random seed (default: 0)")
+    p.add_argument("--size-range", type=_size_range, default=DEFAULT_SIZE_RANGE,
+                   metavar="LO,HI",
+                   help="the object's size as fractions of the image side, 0 < LO < HI <= 1 "
+                   f"(default: {DEFAULT_SIZE_RANGE[0]:g},{DEFAULT_SIZE_RANGE[1]:g})")
+    p.add_argument("--distractors", type=_non_negative_int, default=DEFAULT_DISTRACTORS,
+                   metavar="N",
+                   help="look-alike objects per image, of the shapes that are not classes, "
+                   "placed beside the object (at most 3%% overlap); label, mask and box stay "
+                   f"the object's (default: {DEFAULT_DISTRACTORS}; needs at most "
+                   f"{len(SHAPES) - 1} classes)")
+    add_workers_argument(p)
     p.add_argument("-v", "--verbose", action="store_true")
     p.set_defaults(func=_run_synthetic)
 
@@ -129,6 +148,31 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_run_folder)
 
 
+def _size_range(text: str) -> tuple[float, float]:
+    """argparse type of --size-range: two numbers 'LO,HI' (their range is checked by
+    :func:`hrcam.data.synthetic.check_size_range`)."""
+    parts = text.split(",")
+    try:
+        if len(parts) != 2:
+            raise ValueError
+        return float(parts[0]), float(parts[1])
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected two fractions LO,HI of the image side (e.g. 0.15,0.45), got {text!r}"
+        ) from None
+
+
+def _non_negative_int(text: str) -> int:
+    """argparse type: an integer >= 0."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
+    return value
+
+
 def _add_class_selection(p: argparse.ArgumentParser) -> None:
     g = p.add_mutually_exclusive_group()
     g.add_argument("--synsets", default=None,
@@ -192,7 +236,8 @@ def _run_synthetic(args: argparse.Namespace) -> int:
         [c.strip() for c in args.classes.split(",") if c.strip()]
     summary = generate_synthetic(args.out, classes=classes, per_class=args.per_class,
                                  im_size=args.im_size, test_fraction=args.test_fraction,
-                                 seed=args.seed)
+                                 seed=args.seed, size_range=args.size_range,
+                                 distractors=args.distractors, workers=args.workers)
     _print_summary(summary)
     return 0
 

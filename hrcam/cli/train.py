@@ -9,8 +9,12 @@ import logging
 import sys
 from typing import Any
 
-from hrcam.cli.common import (add_threads_argument, apply_threads, configure_logging,
-                              positive_int)
+from hrcam.cli.common import (
+    add_threads_argument,
+    apply_threads,
+    configure_logging,
+    positive_int,
+)
 
 log = logging.getLogger("hrcam.train")
 

@@ -14,9 +14,18 @@ See :mod:`hrcam.data.common` for the output layout and coordinate conventions, a
 :mod:`hrcam.data.publish` for the lock on the output folder and all-or-nothing publication.
 """
 
-from hrcam.data.common import (DEFAULT_JPEG_QUALITY, animal_synsets, assign_split,
-                               convert_image, list_images, load_annotations, load_mask,
-                               mask_box, read_class_names, read_classes)
+from hrcam.data.common import (
+    DEFAULT_JPEG_QUALITY,
+    animal_synsets,
+    assign_split,
+    convert_image,
+    list_images,
+    load_annotations,
+    load_mask,
+    mask_box,
+    read_class_names,
+    read_classes,
+)
 from hrcam.data.synthetic import SHAPES, generate_synthetic
 
 __all__ = [

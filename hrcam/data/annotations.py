@@ -28,8 +28,13 @@ from typing import Any
 
 import numpy as np
 
-from hrcam.data.common import (BOX_FIELDS, inclusive_box, printable, rescale_box,
-                               target_geometry)
+from hrcam.data.common import (
+    BOX_FIELDS,
+    inclusive_box,
+    printable,
+    rescale_box,
+    target_geometry,
+)
 
 BOX_COLUMNS = ("image", "xmin", "ymin", "xmax", "ymax")
 #: Why an annotation row was not used (the ``reason`` of its manifest row starts with one).

@@ -8,7 +8,6 @@ only on its bytes and the parameters, so outputs are identical for any number of
 
 from __future__ import annotations
 
-import multiprocessing
 import os
 import re
 from collections.abc import Iterable, Iterator
@@ -16,6 +15,7 @@ from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from typing import Any
 
 from hrcam.data.common import DEFAULT_JPEG_QUALITY, convert_image
+from hrcam.utils import worker_context
 
 #: A conversion result: ("ok", encoded bytes, source width, source height, source mode) or
 #: ("skipped", reason).
@@ -62,16 +62,6 @@ def _convert_chunk(chunk: list[tuple[Any, bytes | None]], params: dict[str, Any]
     return [(tag, convert_one(data, params)) for tag, data in chunk]
 
 
-def _context():
-    """forkserver where available (safe even if the caller has threads, e.g. TensorFlow
-    loaded; workers fork from a server that has already imported this module), else spawn."""
-    if "forkserver" in multiprocessing.get_all_start_methods():
-        ctx = multiprocessing.get_context("forkserver")
-        ctx.set_forkserver_preload(["hrcam.data.engine"])
-        return ctx
-    return multiprocessing.get_context("spawn")
-
-
 def convert_stream(items: Iterable[tuple[Any, bytes | None]], params: dict[str, Any],
                    workers: int = 1, chunk_size: int = 8) -> Iterator[tuple[Any, Result]]:
     """Convert ``(tag, bytes)`` items; yield ``(tag, result)`` as results complete.
@@ -86,7 +76,7 @@ def convert_stream(items: Iterable[tuple[Any, bytes | None]], params: dict[str, 
             yield tag, convert_one(data, params)
         return
     max_in_flight = 3 * workers
-    with ProcessPoolExecutor(max_workers=workers, mp_context=_context()) as pool:
+    with ProcessPoolExecutor(max_workers=workers, mp_context=worker_context(["hrcam.data.engine"])) as pool:
         in_flight: set = set()
         chunk: list = []
         iterator = iter(items)

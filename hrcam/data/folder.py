@@ -19,9 +19,17 @@ from pathlib import Path
 from typing import Any
 
 from hrcam.data.annotations import UserAnnotations
-from hrcam.data.common import (IMAGE_EXTENSIONS, assign_split, check_fraction, output_suffix,
-                               parse_class_names, printable, read_text_file, remove_path,
-                               write_outputs)
+from hrcam.data.common import (
+    IMAGE_EXTENSIONS,
+    assign_split,
+    check_fraction,
+    output_suffix,
+    parse_class_names,
+    printable,
+    read_text_file,
+    remove_path,
+    write_outputs,
+)
 from hrcam.data.engine import conversion_params, convert_stream, effective_workers
 from hrcam.data.publish import command_line, resolve_out, staged_output
 

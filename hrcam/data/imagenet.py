@@ -38,13 +38,31 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from hrcam.data.common import (IMAGE_EXTENSIONS, MANIFEST_FIELDS, animal_synsets, assign_split,
-                               atomic_write_text, check_fraction, csv_text, output_suffix,
-                               parse_class_names, read_class_names, read_csv, read_text_file,
-                               remove_path, write_outputs)
+from hrcam.data.common import (
+    IMAGE_EXTENSIONS,
+    MANIFEST_FIELDS,
+    animal_synsets,
+    assign_split,
+    atomic_write_text,
+    check_fraction,
+    csv_text,
+    output_suffix,
+    parse_class_names,
+    read_class_names,
+    read_csv,
+    read_text_file,
+    remove_path,
+    write_outputs,
+)
 from hrcam.data.engine import conversion_params, convert_stream, effective_workers
-from hrcam.data.publish import (class_locks, command_line, mark_incomplete, output_lock,
-                                resolve_out, unmark_incomplete)
+from hrcam.data.publish import (
+    class_locks,
+    command_line,
+    mark_incomplete,
+    output_lock,
+    resolve_out,
+    unmark_incomplete,
+)
 
 log = logging.getLogger(__name__)
 

@@ -20,8 +20,15 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from hrcam.data.common import (BOX_FIELDS, IMAGE_EXTENSIONS, inclusive_box, output_suffix,
-                               rescale_box, write_outputs, wsol_resized_box)
+from hrcam.data.common import (
+    BOX_FIELDS,
+    IMAGE_EXTENSIONS,
+    inclusive_box,
+    output_suffix,
+    rescale_box,
+    write_outputs,
+    wsol_resized_box,
+)
 from hrcam.data.engine import conversion_params, convert_stream, effective_workers
 from hrcam.data.imagenet import DEFAULT_NUM_CLASSES, select_classes
 from hrcam.data.publish import command_line, resolve_out, staged_output

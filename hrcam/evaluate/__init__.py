@@ -15,17 +15,35 @@ Importing any of it does not import TensorFlow (the drivers import it when they 
 
 from __future__ import annotations
 
-from hrcam.evaluate.classification import (evaluate_classification, predict_split,
-                                           write_classification_outputs)
-from hrcam.evaluate.metrics.classification import (CLASSIFICATION_KEYS, classification_metrics,
-                                                   compare_metrics, confusion_matrix,
-                                                   per_class_scores, top_k_accuracy)
-from hrcam.evaluate.metrics.localization import (BOX_CONVENTIONS, DEFAULT_BOX_CONVENTION,
-                                                 DEFAULT_CAM_CURVE_INTERVAL, IOU_THRESHOLDS,
-                                                 BoxAccAccumulator, PxAPAccumulator,
-                                                 max_box_acc_v2, normalize_map, pxap,
-                                                 threshold_grid)
-from hrcam.evaluate.localization import evaluate_localization, write_localization_outputs
+from hrcam.evaluate.classification import (
+                                           evaluate_classification,
+                                           predict_split,
+                                           write_classification_outputs,
+)
+from hrcam.evaluate.localization import (
+                                           evaluate_localization,
+                                           write_localization_outputs,
+)
+from hrcam.evaluate.metrics.classification import (
+                                           CLASSIFICATION_KEYS,
+                                           classification_metrics,
+                                           compare_metrics,
+                                           confusion_matrix,
+                                           per_class_scores,
+                                           top_k_accuracy,
+)
+from hrcam.evaluate.metrics.localization import (
+                                           BOX_CONVENTIONS,
+                                           DEFAULT_BOX_CONVENTION,
+                                           DEFAULT_CAM_CURVE_INTERVAL,
+                                           IOU_THRESHOLDS,
+                                           BoxAccAccumulator,
+                                           PxAPAccumulator,
+                                           max_box_acc_v2,
+                                           normalize_map,
+                                           pxap,
+                                           threshold_grid,
+)
 
 __all__ = [
     "CLASSIFICATION_KEYS", "classification_metrics", "compare_metrics", "confusion_matrix",

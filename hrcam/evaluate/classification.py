@@ -33,8 +33,13 @@ def predict_split(model_path: str | Path, data_dir: str | Path, split: str = "te
 
     from hrcam.cams import CamEngine
     from hrcam.cams.engine import PROBABILITIES
-    from hrcam.inference import (image_batches, image_set, load_for_images, model_input_size,
-                                 positive_int)
+    from hrcam.inference import (
+        image_batches,
+        image_set,
+        load_for_images,
+        model_input_size,
+        positive_int,
+    )
 
     batch_size = positive_int(batch_size, "--batch-size")
     limit = None if limit is None else positive_int(limit, "--limit")

@@ -21,11 +21,17 @@ from typing import Any
 import numpy as np
 
 from hrcam.evaluate.metrics import bootstrap
-from hrcam.evaluate.metrics.localization import (DEFAULT_BOX_CONVENTION,
-                                                 DEFAULT_CAM_CURVE_INTERVAL, IOU_THRESHOLDS,
-                                                 BoxAccAccumulator, PxAPAccumulator,
-                                                 image_box_hits, normalize_map,
-                                                 pixel_histograms, threshold_grid)
+from hrcam.evaluate.metrics.localization import (
+    DEFAULT_BOX_CONVENTION,
+    DEFAULT_CAM_CURVE_INTERVAL,
+    IOU_THRESHOLDS,
+    BoxAccAccumulator,
+    PxAPAccumulator,
+    image_box_hits,
+    normalize_map,
+    pixel_histograms,
+    threshold_grid,
+)
 
 __all__ = ["LOCALIZATION_COLUMNS", "PAIRED_COLUMNS", "PAIRED_BASELINES", "evaluate_localization",
            "method_options", "write_localization_outputs"]
@@ -122,8 +128,15 @@ def evaluate_localization(model_path: str | Path, data_dir: str | Path, split: s
     from hrcam import data
     from hrcam.cams import CamEngine, create_method, method_names
     from hrcam.cams.engine import CLASSES, PROBABILITIES
-    from hrcam.inference import (WorkerPool, chunks, image_batches, image_set, load_for_images,
-                                 model_input_size, positive_int)
+    from hrcam.inference import (
+        WorkerPool,
+        chunks,
+        image_batches,
+        image_set,
+        load_for_images,
+        model_input_size,
+        positive_int,
+    )
 
     batch_size = positive_int(batch_size, "--batch-size")
     workers = positive_int(workers, "--workers")

@@ -33,6 +33,18 @@ Blank (constant) CAMs give well-defined results:
   points, `bounds` are taken over the whole edge map, `segmented` and `full_segment` are empty,
   so `merged` is all zeros and `result` keeps no pixel.
 
+Constants that depend on the image size
+---------------------------------------
+Three steps use constants the paper tuned for its 224 x 224 images: the box filter of step 1
+(5 x 5), the number of global focal points of step 6 (round(sqrt(side)), 15 at 224; side =
+sqrt(H * W)) and the largest hole filled in step 8 (256 pixels). `pipeline_constants(size,
+constants)` is the one rule for them, chosen by the pipeline parameter `constants`:
+
+* ``'paper'`` (default): these values at every size, the seed's behaviour bit for bit;
+* ``'scaled'``: the same fractions of the image as at 224 px. With s = side / 224: blur size =
+  the odd integer nearest 5 s (at least 3), hole size = round(256 s^2) (at least 1), global
+  focal points = max(1, round(15 s^2)); e.g. 64 px: 3, 21, 1; 128 px: 3, 84, 5.
+
 Layout: `validation` (parameters, defaults, input checks), `steps` (the ten steps),
 `pipeline` (one image, batches); the map helpers are in `hrcam.maps`. No TensorFlow here:
 NumPy, SciPy, scikit-image and SimpleITK only.
@@ -40,17 +52,32 @@ NumPy, SciPy, scikit-image and SimpleITK only.
 
 from hrcam.maps import is_blank, normalize, resize_bilinear, resize_nearest, resize_pil
 from hrcam.postprocessing.pipeline import pipeline, pipeline_batch
-from hrcam.postprocessing.steps import (blur, edge_bounds, fill_segment, filter_image,
-                                        filter_threshold, find_focal_points, keep_percentage,
-                                        merge, num_global_points, region_growing,
-                                        region_of_interest, sobel_edges)
-from hrcam.postprocessing.validation import (PIPELINE_CHOICES, PIPELINE_DEFAULTS, PIPELINE_KEYS,
-                                             validate_pipeline_params)
+from hrcam.postprocessing.steps import (
+                                        blur,
+                                        edge_bounds,
+                                        fill_segment,
+                                        filter_image,
+                                        filter_threshold,
+                                        find_focal_points,
+                                        keep_percentage,
+                                        merge,
+                                        num_global_points,
+                                        pipeline_constants,
+                                        region_growing,
+                                        region_of_interest,
+                                        sobel_edges,
+)
+from hrcam.postprocessing.validation import (
+                                        PIPELINE_CHOICES,
+                                        PIPELINE_DEFAULTS,
+                                        PIPELINE_KEYS,
+                                        validate_pipeline_params,
+)
 
 __all__ = [
     "PIPELINE_DEFAULTS", "PIPELINE_CHOICES", "PIPELINE_KEYS", "validate_pipeline_params",
     "pipeline", "pipeline_batch", "normalize", "is_blank", "blur", "sobel_edges",
     "resize_bilinear", "resize_pil", "resize_nearest", "region_of_interest", "edge_bounds",
-    "num_global_points", "find_focal_points", "region_growing", "fill_segment", "merge",
-    "keep_percentage", "filter_threshold", "filter_image",
+    "num_global_points", "pipeline_constants", "find_focal_points", "region_growing",
+    "fill_segment", "merge", "keep_percentage", "filter_threshold", "filter_image",
 ]

@@ -4,10 +4,8 @@ processes (`pipeline_batch`)."""
 from __future__ import annotations
 
 import math
-import multiprocessing
 import numbers
 import os
-import sys
 from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from typing import Any
@@ -15,10 +13,25 @@ from typing import Any
 import numpy as np
 
 from hrcam.maps import is_blank, normalize, resize_pil
-from hrcam.postprocessing.steps import (blur, edge_bounds, fill_segment, filter_threshold,
-                                        find_focal_points, keep_percentage, merge,
-                                        region_growing, region_of_interest, sobel_edges)
-from hrcam.postprocessing.validation import PIPELINE_KEYS, check_inputs, validate_pipeline_params
+from hrcam.postprocessing.steps import (
+    blur,
+    edge_bounds,
+    fill_segment,
+    filter_threshold,
+    find_focal_points,
+    keep_percentage,
+    merge,
+    pipeline_constants,
+    region_growing,
+    region_of_interest,
+    sobel_edges,
+)
+from hrcam.postprocessing.validation import (
+    PIPELINE_KEYS,
+    check_inputs,
+    validate_pipeline_params,
+)
+from hrcam.utils import worker_context
 
 __all__ = ["pipeline", "pipeline_batch"]
 
@@ -26,13 +39,14 @@ __all__ = ["pipeline", "pipeline_batch"]
 def _run(image: np.ndarray, low: np.ndarray, high: np.ndarray, p: Mapping[str, Any]) -> dict:
     size = image.shape[:2]
     high_blank = is_blank(high)
+    constants = pipeline_constants(size, p["constants"])
 
     # 1-2: high-res processing
     if high_blank:
         blurred = np.zeros(size, dtype=np.float64)
         edges = np.zeros(size, dtype=np.float64)
     else:
-        blurred = blur(high)
+        blurred = blur(high, constants["blur_size"])
         edges = sobel_edges(blurred)
 
     # 3-5: low-res processing (resized as the seed did, then normalised)
@@ -43,7 +57,8 @@ def _run(image: np.ndarray, low: np.ndarray, high: np.ndarray, p: Mapping[str, A
 
     # 6: focal points
     focal_points = find_focal_points(
-        low, size, p["focal_scope"], p["maxima_areas"], low_resized=low_resized
+        low, size, p["focal_scope"], p["maxima_areas"], low_resized=low_resized,
+        num_points=constants["num_global_points"],
     )
 
     # 7-8: region growing and hole filling
@@ -52,7 +67,7 @@ def _run(image: np.ndarray, low: np.ndarray, high: np.ndarray, p: Mapping[str, A
         full_segment = np.zeros(size, dtype=np.float64)
     else:
         segmented = region_growing(edges, focal_points, lower, upper)
-        full_segment = fill_segment(segmented, edges, roi, upper)
+        full_segment = fill_segment(segmented, edges, roi, upper, constants["max_hole_size"])
 
     # 9: merge
     method = "multiply" if p["merge_type"] == "merge" else p["merge_type"]
@@ -91,6 +106,7 @@ def pipeline(
     filter_type: str = "percentage",
     filter_percentage: float = 15,
     filter_threshold: float = 0.6,
+    constants: str = "paper",
 ) -> dict[str, Any]:
     """The whole postprocessing pipeline (steps 1-10), step by step.
 
@@ -99,13 +115,18 @@ def pipeline(
     :param high: the high-res CAM, (H, W) or (1, H, W).
     :param roi_percentile: pixels of the resized low-res CAM above this percentile form the ROI
                            (85: the top 15 %), in (0, 100).
-    :param focal_scope: 'global' (the round(sqrt(side)) highest pixels) or 'local' (local maxima).
+    :param focal_scope: 'global' (the highest pixels of the resized low-res CAM, as many as
+                        `constants` says) or 'local' (local maxima).
     :param maxima_areas: 'small' (skeletonised) or 'large' upsampled local maxima ('local' only).
     :param merge_type: 'blend' or 'multiply' ('merge' is accepted as the seed's word for it).
     :param merge_alpha: weight of the filled segment in 'blend', in [0, 1].
     :param filter_type: 'percentage' (keep the top filter_percentage %) or 'threshold'.
     :param filter_percentage: percent of pixels kept by 'percentage', in (0, 100].
     :param filter_threshold: normalised CAM value above which 'threshold' keeps pixels, in [0, 1].
+    :param constants: 'paper' (a 5x5 blur, holes of up to 256 px filled, round(sqrt(side))
+                      global focal points, at every size) or 'scaled' (the paper's values at
+                      224 px, the same fractions of the image at other sizes); see
+                      `pipeline_constants`.
     :return: dict with keys `PIPELINE_KEYS`: 'blurred', 'low' (normalised low-res CAM),
              'low_resized', 'edges', 'roi' (bool), 'bounds' ((lower, upper) floats),
              'focal_points' (list of (x, y)), 'segmented', 'full_segment', 'merged' (the
@@ -117,6 +138,7 @@ def pipeline(
         roi_percentile=roi_percentile, focal_scope=focal_scope, maxima_areas=maxima_areas,
         merge_type=merge_type, merge_alpha=merge_alpha, filter_type=filter_type,
         filter_percentage=filter_percentage, filter_threshold=filter_threshold,
+        constants=constants,
     )
     image, low_arr, high_arr = check_inputs(img, low, high)
     return _run(image, low_arr, high_arr, params)
@@ -157,20 +179,6 @@ def _batch_range(args: tuple[int, int, int]) -> list[dict[str, Any]]:
     token, start, stop = args
     images, lows, highs, keys, params = _FORK_BATCHES[token]
     return _batch_chunk((images[start:stop], lows[start:stop], highs[start:stop], keys, params))
-
-
-def _mp_context():
-    """'fork' (fastest) unless TensorFlow is loaded in this process, whose threads make forking
-    unsafe; then 'forkserver' (workers fork from a clean server that preloads this module) or
-    'spawn'."""
-    methods = multiprocessing.get_all_start_methods()
-    if "fork" in methods and "tensorflow" not in sys.modules:
-        return multiprocessing.get_context("fork")
-    if "forkserver" in methods:
-        ctx = multiprocessing.get_context("forkserver")
-        ctx.set_forkserver_preload(["hrcam.postprocessing"])
-        return ctx
-    return multiprocessing.get_context("spawn")
 
 
 def _batched(x: Any, n: int, name: str) -> Sequence:
@@ -229,7 +237,7 @@ def pipeline_batch(
             chunksize = max(1, math.ceil(n / (workers * 4)))
         if not isinstance(chunksize, numbers.Integral) or chunksize < 1:
             raise ValueError(f"chunksize must be a positive integer; got {chunksize!r}")
-        ctx = _mp_context()
+        ctx = worker_context(["hrcam.postprocessing"], fork_when_safe=True)
         rows = []
         if ctx.get_start_method() == "fork":
             # forked workers inherit the batch: only index ranges and results cross the pipe

@@ -13,13 +13,28 @@ import SimpleITK as sitk
 from scipy import ndimage as ndi
 from skimage import morphology
 
-from hrcam.maps import is_blank, normalize, order_statistics, percentiles, resize_nearest, resize_pil
-from hrcam.postprocessing.validation import (BLUR_SIZE, EDGE_PERCENTILES, MAX_HOLE_SIZE,
-                                             PIPELINE_CHOICES, as_image, is_real)
+from hrcam.maps import (
+    is_blank,
+    normalize,
+    order_statistics,
+    percentiles,
+    resize_nearest,
+    resize_pil,
+)
+from hrcam.postprocessing.validation import (
+    BLUR_SIZE,
+    EDGE_PERCENTILES,
+    GLOBAL_POINTS,
+    MAX_HOLE_SIZE,
+    PAPER_SIDE,
+    PIPELINE_CHOICES,
+    as_image,
+    is_real,
+)
 
 __all__ = ["blur", "sobel_edges", "region_of_interest", "edge_bounds", "num_global_points",
-           "find_focal_points", "region_growing", "fill_segment", "merge", "filter_image",
-           "keep_percentage", "filter_threshold"]
+           "pipeline_constants", "find_focal_points", "region_growing", "fill_segment", "merge",
+           "filter_image", "keep_percentage", "filter_threshold"]
 
 
 def blur(high: Any, size: int = BLUR_SIZE, *, normalized: bool = False) -> np.ndarray:
@@ -92,6 +107,38 @@ def num_global_points(size: tuple[int, int]) -> int:
     """Number of global focal points: round(sqrt(side)), side = geometric mean of H and W."""
     H, W = int(size[0]), int(size[1])
     return max(1, min(H * W, int(round(math.sqrt(math.sqrt(H * W))))))
+
+
+def _half_up(x: float) -> int:
+    return math.floor(x + 0.5)
+
+
+def pipeline_constants(size: tuple[int, int], constants: str = "paper") -> dict[str, int]:
+    """The size-dependent constants of steps 1, 6 and 8 for an image of `size` = (H, W).
+
+    Returns ``{"blur_size": ..., "max_hole_size": ..., "num_global_points": ...}``:
+
+    * ``'paper'``: the paper's fixed values whatever the size: a 5 x 5 blur, holes of up to
+      256 pixels filled, round(sqrt(side)) global focal points (`num_global_points`; 15 at 224);
+    * ``'scaled'``: the paper's values at 224 x 224 and the same fractions of the image
+      elsewhere: with s = side / 224 (side = sqrt(H * W)), the odd integer nearest 5 s
+      (ties up, at least 3), round(256 s^2) pixels (at least 1) and max(1, round(15 s^2))
+      points (rounding half up). 64 px: 3, 21, 1; 128 px: 3, 84, 5; 448 px: 11, 1024, 60.
+    """
+    if constants not in PIPELINE_CHOICES["constants"]:
+        raise ValueError(f"constants must be one of 'paper', 'scaled'; got {constants!r}")
+    H, W = int(size[0]), int(size[1])
+    if H < 1 or W < 1:
+        raise ValueError(f"size must be (H, W) with H, W >= 1; got {tuple(size)!r}")
+    if constants == "paper":
+        return {"blur_size": BLUR_SIZE, "max_hole_size": MAX_HOLE_SIZE,
+                "num_global_points": num_global_points((H, W))}
+    area = H * W / PAPER_SIDE ** 2  # s^2
+    return {
+        "blur_size": max(3, 2 * math.floor(BLUR_SIZE * math.sqrt(area) / 2) + 1),
+        "max_hole_size": max(1, _half_up(MAX_HOLE_SIZE * area)),
+        "num_global_points": max(1, min(H * W, _half_up(GLOBAL_POINTS * area))),
+    }
 
 
 def _top_k(arr: np.ndarray, k: int) -> np.ndarray:

@@ -12,10 +12,11 @@ from typing import Any
 import numpy as np
 
 __all__ = ["PIPELINE_DEFAULTS", "PIPELINE_CHOICES", "PIPELINE_KEYS", "BLUR_SIZE",
-           "MAX_HOLE_SIZE", "EDGE_PERCENTILES", "is_real", "validate_pipeline_params",
-           "as_image", "as_map", "check_inputs"]
+           "MAX_HOLE_SIZE", "GLOBAL_POINTS", "PAPER_SIDE", "EDGE_PERCENTILES", "is_real",
+           "validate_pipeline_params", "as_image", "as_map", "check_inputs"]
 
-#: The seed's `pipeline` keywords and their defaults (the user-facing contract).
+#: The seed's `pipeline` keywords and their defaults (the user-facing contract), plus
+#: `constants` (how the fixed constants below follow the image size: `pipeline_constants`).
 PIPELINE_DEFAULTS: dict[str, Any] = {
     "roi_percentile": 85,
     "focal_scope": "global",
@@ -25,6 +26,7 @@ PIPELINE_DEFAULTS: dict[str, Any] = {
     "filter_type": "percentage",
     "filter_percentage": 15,
     "filter_threshold": 0.6,
+    "constants": "paper",
 }
 
 #: Allowed values of the choice parameters. 'merge' is the seed README's word for 'multiply'.
@@ -33,6 +35,7 @@ PIPELINE_CHOICES: dict[str, tuple[str, ...]] = {
     "maxima_areas": ("small", "large"),
     "merge_type": ("blend", "multiply", "merge"),
     "filter_type": ("percentage", "threshold"),
+    "constants": ("paper", "scaled"),
 }
 
 #: The keys of the dict returned by `pipeline`, in the seed's order.
@@ -43,6 +46,8 @@ PIPELINE_KEYS: tuple[str, ...] = (
 
 BLUR_SIZE = 5          # step 1: 5x5 box filter
 MAX_HOLE_SIZE = 256    # step 8: holes of up to 256 pixels are filled
+GLOBAL_POINTS = 15     # step 6: global focal points at the paper's 224 x 224
+PAPER_SIDE = 224       # the paper's image side, where 'scaled' constants equal the paper's
 EDGE_PERCENTILES = (25.0, 75.0)  # step 5: bounds of the region growing
 
 def is_real(value: Any) -> bool:
@@ -53,8 +58,9 @@ def validate_pipeline_params(**params: Any) -> dict[str, Any]:
     """Check postprocessing parameters; return the full parameter set (defaults filled in).
 
     Raises `ValueError` naming the parameter and its allowed values for an unknown parameter
-    name, an unknown choice, `roi_percentile` outside (0, 100), `merge_alpha` or
-    `filter_threshold` outside [0, 1] and `filter_percentage` outside (0, 100].
+    name, an unknown choice (`focal_scope`, `maxima_areas`, `merge_type`, `filter_type`,
+    `constants`), `roi_percentile` outside (0, 100), `merge_alpha` or `filter_threshold`
+    outside [0, 1] and `filter_percentage` outside (0, 100].
     """
     unknown = sorted(set(params) - set(PIPELINE_DEFAULTS))
     if unknown:

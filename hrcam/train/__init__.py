@@ -9,17 +9,46 @@ reproducible.
 * `hrcam.train.transfer`: the half-vs-full transfer check.
 """
 
-from hrcam.train.augment import (AugmentConfig, affine_matrices, apply_affine, augment_batch,
-                                 augment_image)
-from hrcam.train.config import (OPTIMIZERS, ReduceLRConfig, TrainConfig, config_fingerprint,
-                                default_of, load_config)
-from hrcam.train.data import (TARGETS, dataset_size, list_split, make_dataset, split_exists,
-                              steps_per_epoch, training_dataset)
-from hrcam.train.stages import (class_records, make_optimizer, tensorboard_available, train_full,
-                                train_half)
+from hrcam.train.augment import (
+                                 AugmentConfig,
+                                 affine_matrices,
+                                 apply_affine,
+                                 augment_batch,
+                                 augment_image,
+)
+from hrcam.train.config import (
+                                 OPTIMIZERS,
+                                 ReduceLRConfig,
+                                 TrainConfig,
+                                 config_fingerprint,
+                                 default_of,
+                                 load_config,
+)
+from hrcam.train.data import (
+                                 TARGETS,
+                                 dataset_size,
+                                 list_split,
+                                 make_dataset,
+                                 split_exists,
+                                 steps_per_epoch,
+                                 training_dataset,
+)
+from hrcam.train.stages import (
+                                 class_records,
+                                 make_optimizer,
+                                 tensorboard_available,
+                                 train_full,
+                                 train_half,
+)
 from hrcam.train.state import STATE_DIR, TrainingState
-from hrcam.train.transfer import (PROB_TOLERANCE, TransferCheckError, check_images,
-                                  check_transfer_files, transfer_failure_message, verify_transfer)
+from hrcam.train.transfer import (
+                                 PROB_TOLERANCE,
+                                 TransferCheckError,
+                                 check_images,
+                                 check_transfer_files,
+                                 transfer_failure_message,
+                                 verify_transfer,
+)
 
 __all__ = [
     "AugmentConfig", "affine_matrices", "apply_affine", "augment_batch", "augment_image",

@@ -156,7 +156,7 @@ def _run(model: Any, data_dir: str | os.PathLike, out_dir: Path, config: TrainCo
         else:
             log.warning("the tensorboard package is not installed: no TensorBoard logs "
                         "(pip install tensorboard)")
-        callbacks.append(make_state_callback(state, reduce_lr, export))
+        callbacks.append(make_state_callback(state, reduce_lr, export, config.seed))
         callbacks.extend(extra_callbacks)
         verbose = config.verbose if config.verbose is not None else _default_verbose()
         model.fit(train_ds, validation_data=val_ds, epochs=config.epochs,

@@ -36,7 +36,7 @@ from hrcam.utils import file_sha256
 
 log = logging.getLogger(__name__)
 
-__all__ = ["STATE_DIR", "TrainingState", "make_state_callback"]
+__all__ = ["STATE_DIR", "TrainingState", "make_state_callback", "epoch_seed"]
 
 STATE_DIR = ".training-state"
 STATE_FILE = "state.json"
@@ -228,11 +228,22 @@ def _save_atomic(model: Any, path: Path) -> None:
     os.replace(tmp, path)
 
 
-def make_state_callback(state: TrainingState, reduce_lr: Any = None, export: Any = None) -> Any:
+def make_state_callback(state: TrainingState, reduce_lr: Any = None, export: Any = None,
+                        seed: int = 0) -> Any:
     """The Keras callback that commits ``state`` after every epoch (Keras is imported here,
     not at module import). ``export``: the model saved as the best model when the trained
-    model is a wrapper around it."""
-    return _state_callback_class()(state, reduce_lr, export)
+    model is a wrapper around it. ``seed``: the run's seed, from which the random generators of
+    the model's layers (dropout) are set at the start of every epoch."""
+    return _state_callback_class()(state, reduce_lr, export, seed)
+
+
+def epoch_seed(seed: int, *keys: int | str) -> int:
+    """A seed in [0, 2**62) that depends only on ``seed`` and ``keys`` (SHA-256 of their text,
+    stable across library versions)."""
+    import hashlib
+
+    text = "/".join(str(k) for k in (int(seed), *keys))
+    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "little") >> 2
 
 
 def _state_callback_class() -> type:
@@ -244,11 +255,12 @@ def _state_callback_class() -> type:
         ReduceLROnPlateau callback, whose counters it restores when the run resumes."""
 
         def __init__(self, state: TrainingState, reduce_lr: Any = None,
-                     export: Any = None) -> None:
+                     export: Any = None, seed: int = 0) -> None:
             super().__init__()
             self.state = state
             self.reduce_lr = reduce_lr
             self.export = export
+            self.seed = int(seed)
             self._epoch_lr: float | None = None
 
         def on_train_begin(self, logs: Mapping[str, Any] | None = None) -> None:
@@ -261,6 +273,11 @@ def _state_callback_class() -> type:
 
         def on_epoch_begin(self, epoch: int, logs: Mapping[str, Any] | None = None) -> None:
             self._epoch_lr = _finite(self.model.optimizer.learning_rate.numpy())
+            # the layers' random generators (dropout masks) are not part of the saved weights:
+            # set them from (seed, layer, epoch), so a resumed epoch draws what it drew unbroken
+            generators = [v for v in self.model.variables if "seed_generator_state" in v.path]
+            for index, state in enumerate(generators):
+                state.assign([epoch_seed(self.seed, "layer-rng", index, epoch), 0])
 
         def on_epoch_end(self, epoch: int, logs: Mapping[str, Any] | None = None) -> None:
             row: dict[str, Any] = {"epoch": int(epoch)}

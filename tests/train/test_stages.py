@@ -22,7 +22,9 @@ pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:Depreca
 
 IM = 32
 TINY = {"batch_size": 8, "epochs": 3, "im_size": IM, "arch": "tiny", "optimizer": "adam",
-        "learning_rate": 0.01, "augment": True, "verbose": 0, "check_images": 12, "seed": 0}
+        "learning_rate": 0.01, "augment": True, "verbose": 0, "check_images": 12, "seed": 0,
+        "arch_overrides": {"dropout": 0.2},  # dropout's random masks must resume too
+        "reduce_lr": {"patience": 1, "factor": 0.5}}  # and a learning-rate cut at the kill
 OUTPUTS = ("best.keras", "last.keras", "history.csv", "classes.json", "train_config.json")
 
 

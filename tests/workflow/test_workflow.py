@@ -469,7 +469,9 @@ def test_schema_defaults_are_the_librarys():
                          "per_class": synthetic.DEFAULT_PER_CLASS,
                          "im_size": synthetic.DEFAULT_IM_SIZE,
                          "test_fraction": synthetic.DEFAULT_TEST_FRACTION,
-                         "seed": synthetic.DEFAULT_SEED}
+                         "seed": synthetic.DEFAULT_SEED,
+                         "size_range": list(synthetic.DEFAULT_SIZE_RANGE),
+                         "distractors": synthetic.DEFAULT_DISTRACTORS}
 
 
 def test_params_do_not_depend_on_key_order():

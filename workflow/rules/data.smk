@@ -11,7 +11,7 @@ rule prepare_synthetic:
     wildcard_constraints:
         dataset=dataset_pattern("synthetic"),
     params:
-        options=wf.flags(config["data"]["synthetic"]),
+        options=wf.synthetic_flags(config),
     log:
         f"{LOGS}/prepare_synthetic_{{dataset}}.log",
     threads: threads_for("prepare")
@@ -21,7 +21,8 @@ rule prepare_synthetic:
     conda:
         CPU_ENV
     shell:
-        "hrcam prepare synthetic --out {output} {params.options} > {log} 2>&1"
+        "hrcam prepare synthetic --out {output} {params.options} --workers {threads} "
+        "> {log} 2>&1"
 
 
 rule prepare_folder:

@@ -36,8 +36,12 @@ from typing import Any
 
 import numpy as np
 
-from hrcam.evaluate.metrics.boxes import (BOX_CONVENTIONS, DEFAULT_BOX_CONVENTION, box_hits,
-                                          wsol_gt_boxes)
+from hrcam.evaluate.metrics.boxes import (
+    BOX_CONVENTIONS,
+    DEFAULT_BOX_CONVENTION,
+    box_hits,
+    wsol_gt_boxes,
+)
 from hrcam.evaluate.metrics.classification import safe_div
 
 __all__ = ["DEFAULT_CAM_CURVE_INTERVAL", "IOU_THRESHOLDS", "BOX_CONVENTIONS",
