@@ -141,19 +141,22 @@ def write_run_report(run_dir: PathLike, seeds: Sequence[int]) -> dict[int, dict[
     return written
 
 
-def readme_figure_names(localization: bool = True) -> list[str]:
+def readme_figure_names(localization: bool = True, variants: bool = False) -> list[str]:
     """The figures `copy_readme_figures` writes (without the localization ones when the run
-    has no localization)."""
+    has no localization, with the decoder variants' when it has variants)."""
     names = ["collage.png", "pipeline.png", "training_curves.png", "classification.png"]
     if localization:
         names += ["localization.png", "localization_seeds.png"]
+    if variants:
+        names += ["variants.png", "variants_cams.png"]
     return names
 
 
-def copy_readme_figures(run_dir: PathLike, seed: int, out_dir: PathLike) -> dict[str, Path]:
+def copy_readme_figures(run_dir: PathLike, seed: int, out_dir: PathLike,
+                        prefix: str = "") -> dict[str, Path]:
     """Copy a run's key figures (of one seed, and the seed aggregate) into ``out_dir`` under
-    the names of `readme_figure_names`; the pipeline figure is the first image's, in sorted
-    order. Returns the written paths."""
+    ``prefix`` + the names of `readme_figure_names`; the pipeline figure is the first image's,
+    in sorted order. Returns the written paths."""
     import shutil
 
     run = Path(run_dir)
@@ -166,14 +169,17 @@ def copy_readme_figures(run_dir: PathLike, seed: int, out_dir: PathLike) -> dict
                "training_curves.png": folder / "report" / REPORT_FILES["training_curves"],
                "classification.png": folder / "report" / REPORT_FILES["classification_png"],
                "localization.png": folder / SEED_LAYOUT["localization_chart"],
-               "localization_seeds.png": run / "seeds" / "localization_seeds.png"}
-    localization = sources["localization.png"].is_file()
+               "localization_seeds.png": run / "seeds" / "localization_seeds.png",
+               "variants.png": folder / "variants" / "variants.png",
+               "variants_cams.png": folder / "variants" / "variants_cams.png"}
+    names = readme_figure_names(sources["localization.png"].is_file(),
+                                sources["variants.png"].is_file())
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     written = {}
-    for name in readme_figure_names(localization):
+    for name in names:
         if not sources[name].is_file():
             raise FileNotFoundError(f"{sources[name]}: no such result file")
-        shutil.copyfile(sources[name], out / name)
-        written[name] = out / name
+        shutil.copyfile(sources[name], out / f"{prefix}{name}")
+        written[name] = out / f"{prefix}{name}"
     return written

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["write_json", "json_default", "file_sha256", "worker_context"]
+__all__ = ["write_json", "json_default", "file_sha256", "worker_context", "csv_cell", "write_csv"]
 
 
 def json_default(value: Any) -> Any:
@@ -68,3 +68,25 @@ def worker_context(preload: Sequence[str] = (), fork_when_safe: bool = False) ->
         ctx.set_forkserver_preload(list(preload))
         return ctx
     return multiprocessing.get_context("spawn")  # pragma: no cover - not Linux
+
+
+def csv_cell(value: Any) -> str:
+    """A value as a CSV cell of the result tables: floats with 6 decimals, None and NaN empty."""
+    import math
+
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    return f"{value:.6f}" if isinstance(value, float) else str(value)
+
+
+def write_csv(path: str | os.PathLike, columns: Sequence[str],
+              rows: Sequence[Any]) -> None:
+    """A result table: a header of ``columns``, then one line per row (a mapping), cells from
+    `csv_cell` (a missing key is an empty cell)."""
+    import csv
+
+    with open(path, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(columns)
+        for row in rows:
+            writer.writerow([csv_cell(row.get(c)) for c in columns])

@@ -98,10 +98,10 @@ def test_readme_figures_are_copied_under_fixed_names(results, capsys):
         (folder / rel).parent.mkdir(parents=True, exist_ok=True)
         (folder / rel).write_bytes(rel.encode())
     assert main(["report", "readme", "--run-dir", str(run), "--seed", "0", "--out",
-                 str(results / "readme")]) == 0
+                 str(results / "readme"), "--prefix", "run_"]) == 0
     names = sorted(p.name for p in (results / "readme").iterdir())
-    assert names == sorted(report.readme_figure_names(localization=False))
-    assert (results / "readme" / "pipeline.png").read_bytes() == b"cams/figures/a/1.png"
+    assert names == sorted(f"run_{n}" for n in report.readme_figure_names(localization=False))
+    assert (results / "readme" / "run_pipeline.png").read_bytes() == b"cams/figures/a/1.png"
 
 
 def test_classification_table_keeps_counts_as_integers(results):

@@ -26,7 +26,7 @@ from hrcam.cams.methods import (
 )
 from hrcam.model_files import model_kind
 
-__all__ = ["CamEngine", "derive_maps", "PROBABILITIES", "CLASSES"]
+__all__ = ["CamEngine", "class_indices", "derive_maps", "PROBABILITIES", "CLASSES"]
 
 PROBABILITIES = "probabilities"
 CLASSES = "classes"
@@ -115,15 +115,7 @@ class CamEngine:
     def _classes(self, classes: Any, n: int) -> np.ndarray:
         if classes is None:
             return np.full(n, -1, np.int32)
-        cls = np.asarray(classes)
-        if cls.ndim == 0:
-            cls = np.full(n, cls)
-        if cls.shape != (n,) or not np.issubdtype(cls.dtype, np.integer):
-            raise ValueError(f"classes must be None, a class index or {n} class indices; "
-                             f"got {classes!r}")
-        if n and (cls.min() < 0 or cls.max() >= self.num_classes):
-            raise ValueError(f"class index out of range [0, {self.num_classes}): {classes!r}")
-        return cls.astype(np.int32)
+        return class_indices(classes, n, self.num_classes).astype(np.int32)
 
     def __call__(self, images: Any, classes: Any = None,
                  derived: bool = False) -> dict[str, np.ndarray]:
@@ -154,6 +146,20 @@ class CamEngine:
             derived_maps = derive_maps(self.derived_methods, images_u8.astype(np.uint8), result)
             result.update({k: np.stack(v) for k, v in derived_maps.items()})
         return result
+
+
+def class_indices(classes: Any, n: int, num_classes: int, what: str = "classes") -> np.ndarray:
+    """One class index per image (int64, (n,)) from one index or n of them; anything else, or
+    an index outside [0, num_classes), is a ValueError naming ``what``."""
+    cls = np.asarray(classes)
+    if cls.ndim == 0:
+        cls = np.full(n, cls)
+    if cls.shape != (n,) or not np.issubdtype(cls.dtype, np.integer):
+        raise ValueError(f"{what} must be None, a class index, or {n} class indices; "
+                         f"got {classes!r}")
+    if n and (cls.min() < 0 or cls.max() >= num_classes):
+        raise ValueError(f"{what} out of range [0, {num_classes}): {classes!r}")
+    return cls.astype(np.int64)
 
 
 def derive_maps(methods: Sequence[DerivedCam], images: np.ndarray,

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from hrcam import models as M
-from hrcam.cams.engine import CLASSES, PROBABILITIES, CamEngine
+from hrcam.cams.engine import CLASSES, PROBABILITIES, CamEngine, class_indices
 from hrcam.model_files import (
     CLASSES_FILE,
     DEFAULT_NUM_CLASSES,
@@ -142,15 +142,7 @@ class HalfModel:
             return None
         if isinstance(custom_class, str):
             custom_class = self.class_index(custom_class)
-        cls = np.asarray(custom_class)
-        if cls.ndim == 0:
-            cls = np.full(n, cls)
-        if cls.shape != (n,) or not np.issubdtype(cls.dtype, np.integer):
-            raise ValueError(f"custom_class must be None, a class index, or {n} class indices; "
-                             f"got {custom_class!r}")
-        if cls.min() < 0 or cls.max() >= self.num_classes:
-            raise ValueError(f"custom_class out of range [0, {self.num_classes}): {custom_class!r}")
-        return cls.astype(np.int64)
+        return class_indices(custom_class, n, self.num_classes, "custom_class")
 
     def _run(self, x: Any, custom_class: Any, methods: tuple[str, ...]
              ) -> tuple[dict[str, np.ndarray], bool]:

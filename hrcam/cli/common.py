@@ -7,15 +7,24 @@ import logging
 from typing import Any
 
 
-def positive_int(text: str) -> int:
-    """argparse type: an integer >= 1 (else a usage error naming the value, exit status 2)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}")
-    return value
+def int_at_least(minimum: int) -> Any:
+    """An argparse type: an integer >= ``minimum`` (else a usage error naming the value, exit
+    status 2)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = None
+        if value is None or value < minimum:
+            raise argparse.ArgumentTypeError(f"expected an integer >= {minimum}, got {text!r}")
+        return value
+
+    return parse
+
+
+#: argparse type: an integer >= 1 (a batch size, a limit, a worker count).
+positive_int = int_at_least(1)
 
 
 def add_pipeline_arguments(parser: argparse.ArgumentParser) -> None:

@@ -8,7 +8,7 @@ import json
 import logging
 from collections.abc import Callable
 
-from hrcam.cli.common import add_workers_argument, configure_logging
+from hrcam.cli.common import add_workers_argument, configure_logging, int_at_least
 
 log = logging.getLogger("hrcam.prepare")
 
@@ -56,7 +56,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    metavar="LO,HI",
                    help="the object's size as fractions of the image side, 0 < LO < HI <= 1 "
                    f"(default: {DEFAULT_SIZE_RANGE[0]:g},{DEFAULT_SIZE_RANGE[1]:g})")
-    p.add_argument("--distractors", type=_non_negative_int, default=DEFAULT_DISTRACTORS,
+    p.add_argument("--distractors", type=int_at_least(0), default=DEFAULT_DISTRACTORS,
                    metavar="N",
                    help="look-alike objects per image, of the shapes that are not classes, "
                    "placed beside the object (at most 3%% overlap); label, mask and box stay "
@@ -160,17 +160,6 @@ def _size_range(text: str) -> tuple[float, float]:
         raise argparse.ArgumentTypeError(
             f"expected two fractions LO,HI of the image side (e.g. 0.15,0.45), got {text!r}"
         ) from None
-
-
-def _non_negative_int(text: str) -> int:
-    """argparse type: an integer >= 0."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
-    return value
 
 
 def _add_class_selection(p: argparse.ArgumentParser) -> None:

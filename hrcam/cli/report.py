@@ -24,6 +24,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--run-dir", required=True, metavar="DIR", help="results/<run>")
     p.add_argument("--seed", type=int, required=True, help="the seed whose figures are shown")
     p.add_argument("--out", required=True, metavar="DIR", help="e.g. reports/figures")
+    p.add_argument("--prefix", default="", help="prefix of the file names (e.g. the run's name)")
     p.set_defaults(func=_run_readme)
 
 
@@ -38,6 +39,6 @@ def _run_figures(args: argparse.Namespace) -> int:
 def _run_readme(args: argparse.Namespace) -> int:
     from hrcam.report import copy_readme_figures
 
-    print("copied:", *copy_readme_figures(args.run_dir, args.seed, args.out).values(),
-          sep="\n  ")
+    print("copied:", *copy_readme_figures(args.run_dir, args.seed, args.out,
+                                          args.prefix).values(), sep="\n  ")
     return 0

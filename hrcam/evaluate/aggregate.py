@@ -11,7 +11,6 @@ the pairing by image, and its interval reflects the image sample; the spread ove
 from __future__ import annotations
 
 import csv
-import math
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from hrcam.evaluate.metrics import bootstrap
+from hrcam.utils import write_csv
 
 __all__ = ["SEED_COLUMNS", "SEED_PAIRED_COLUMNS", "read_seed_run", "aggregate_seeds"]
 
@@ -134,10 +134,6 @@ def aggregate_seeds(runs: Mapping[int, str | Path], out_dir: str | Path | None =
     return summary
 
 
-def _fmt(value: Any) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return ""
-    return f"{value:.6f}" if isinstance(value, float) else str(value)
 
 
 def _write(summary: Mapping[str, Any], out: Path) -> None:
@@ -145,14 +141,8 @@ def _write(summary: Mapping[str, Any], out: Path) -> None:
 
     out.mkdir(parents=True, exist_ok=True)
     per_seed = [f"{m}_seed{s}" for m in METRICS for s in summary["seeds"]]
-    for name, columns, rows in (
-            ("localization_seeds.csv", (*SEED_COLUMNS, *per_seed), summary["methods"]),
-            ("localization_seeds_paired.csv", SEED_PAIRED_COLUMNS, summary["paired"])):
-        with open(out / name, "w", newline="", encoding="utf-8") as f:
-            writer = csv.writer(f)
-            writer.writerow(columns)
-            for row in rows:
-                writer.writerow([_fmt(row.get(c)) for c in columns])
+    write_csv(out / "localization_seeds.csv", (*SEED_COLUMNS, *per_seed), summary["methods"])
+    write_csv(out / "localization_seeds_paired.csv", SEED_PAIRED_COLUMNS, summary["paired"])
     n = len(summary["seeds"])
     plotting.localization_bars(
         summary["methods"], out / "localization_seeds.png",

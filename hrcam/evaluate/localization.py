@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from hrcam.evaluate.metrics import bootstrap
+from hrcam.utils import write_csv
 from hrcam.evaluate.metrics.localization import (
     DEFAULT_BOX_CONVENTION,
     DEFAULT_CAM_CURVE_INTERVAL,
@@ -314,20 +315,8 @@ def _curve_rows(method: str, pix: PxAPAccumulator | None,
     return rows
 
 
-def _fmt(value: Any) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return ""
-    if isinstance(value, float):
-        return f"{value:.6f}"
-    return str(value)
 
 
-def _write_csv(path: Path, columns: Sequence[str], rows: Sequence[Mapping[str, Any]]) -> None:
-    with open(path, "w", newline="", encoding="utf-8") as f:
-        writer = csv.writer(f)
-        writer.writerow(columns)
-        for row in rows:
-            writer.writerow([_fmt(row.get(c)) for c in columns])
 
 
 def write_localization_outputs(summary: Mapping[str, Any], out_dir: str | Path) -> dict[str, Path]:
@@ -345,8 +334,8 @@ def write_localization_outputs(summary: Mapping[str, Any], out_dir: str | Path) 
              "json": out / "localization.json", "curves": out / "curves.csv",
              "bootstrap": out / "bootstrap.npz", "bars": out / "localization.png",
              "curves_figure": out / "curves.png"}
-    _write_csv(files["table"], LOCALIZATION_COLUMNS, list(summary["methods"].values()))
-    _write_csv(files["paired"], PAIRED_COLUMNS, summary["paired"])
+    write_csv(files["table"], LOCALIZATION_COLUMNS, list(summary["methods"].values()))
+    write_csv(files["paired"], PAIRED_COLUMNS, summary["paired"])
     with open(files["json"], "w", encoding="utf-8") as f:
         json.dump({k: v for k, v in summary.items() if k not in ("curves", "replicates")}, f,
                   indent=2)

@@ -10,9 +10,7 @@ paired bootstrap across evaluations.
 
 from __future__ import annotations
 
-import csv
-import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +18,7 @@ import numpy as np
 
 from hrcam.evaluate.aggregate import read_seed_run
 from hrcam.evaluate.metrics import bootstrap
+from hrcam.utils import write_csv
 
 __all__ = ["VARIANT_METHODS", "VARIANT_BASELINES", "compare_variants"]
 
@@ -99,26 +98,16 @@ def _row(variant: str, method: str, values: Mapping[str, Any],
     return row
 
 
-def _fmt(value: Any) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return ""
-    return f"{value:.6f}" if isinstance(value, float) else str(value)
 
 
-def _write_csv(path: Path, columns: Sequence[str], rows: Sequence[Mapping[str, Any]]) -> None:
-    with open(path, "w", newline="", encoding="utf-8") as f:
-        writer = csv.writer(f)
-        writer.writerow(columns)
-        for row in rows:
-            writer.writerow([_fmt(row.get(c)) for c in columns])
 
 
 def _write(summary: Mapping[str, Any], out: Path) -> None:
     from hrcam import plotting
 
     out.mkdir(parents=True, exist_ok=True)
-    _write_csv(out / "variants.csv", TABLE_COLUMNS, summary["rows"])
-    _write_csv(out / "variants_paired.csv", PAIRED_COLUMNS, summary["paired"])
+    write_csv(out / "variants.csv", TABLE_COLUMNS, summary["rows"])
+    write_csv(out / "variants_paired.csv", PAIRED_COLUMNS, summary["paired"])
     table = [{**row, "method": row["row"]} for row in summary["rows"]]
     plotting.localization_bars(table, out / "variants.png",
                                metrics=[m for m in METRICS if any(r.get(m) is not None

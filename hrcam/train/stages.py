@@ -199,13 +199,21 @@ def _prepare_run(data_dir: str | os.PathLike, out_dir: str | os.PathLike, config
     return out, paths, class_ids
 
 
-def _monitor(data_dir: str | os.PathLike, config: TrainConfig,
-             preferred: tuple[str, str]) -> tuple[str, str]:
-    if split_exists(data_dir, config.val_split):
-        return preferred
-    log.warning("no validation split %r in %s: best.keras is chosen by the training metric",
-                config.val_split, data_dir)
-    return preferred[0].removeprefix("val_"), preferred[1]
+def _load_state(data_dir: str | os.PathLike, out: Path, config: TrainConfig,
+                preferred: tuple[str, str], paths: Sequence[str], class_ids: Sequence[str],
+                **identity: Any) -> TrainingState:
+    """The stage's training state (resumed when a saved one matches the run): best model by
+    ``preferred`` (metric, mode), by the training metric without a validation split."""
+    monitor, mode = preferred
+    if not split_exists(data_dir, config.val_split):
+        log.warning("no validation split %r in %s: best.keras is chosen by the training metric",
+                    config.val_split, data_dir)
+        monitor = monitor.removeprefix("val_")
+    fingerprint = config_fingerprint(config, data=_dataset_identity(data_dir, paths, class_ids),
+                                     **identity)
+    state = TrainingState(out, fingerprint, monitor, mode)
+    state.load()
+    return state
 
 
 def train_half(data_dir: str | os.PathLike, out_dir: str | os.PathLike,
@@ -230,11 +238,8 @@ def train_half(data_dir: str | os.PathLike, out_dir: str | os.PathLike,
     arch = models.resolve_arch(config.arch, **config.arch_overrides)
     config.save(out / "train_config.json", stage="half", data_dir=str(data_dir),
                 num_classes=len(class_ids), resolved_arch=arch, versions=_versions())
-    monitor, mode = _monitor(data_dir, config, HALF_MONITOR)
-    fingerprint = config_fingerprint(config, stage="half", resolved_arch=arch,
-                                     data=_dataset_identity(data_dir, paths, class_ids))
-    state = TrainingState(out, fingerprint, monitor, mode)
-    state.load()
+    state = _load_state(data_dir, out, config, HALF_MONITOR, paths, class_ids, stage="half",
+                        resolved_arch=arch)
     initial_epoch = state.epochs_done
 
     with precision_policy(config.mixed_precision):
@@ -297,12 +302,8 @@ def train_full(data_dir: str | os.PathLike, out_dir: str | os.PathLike,
     config.save(out / "train_config.json", stage="full", data_dir=str(data_dir),
                 half_model=str(half_path), num_classes=num_classes, resolved_arch=arch,
                 decoder_scale=scale, versions=_versions())
-    monitor, mode = _monitor(data_dir, config, FULL_MONITOR)
-    fingerprint = config_fingerprint(
-        config, stage="full", resolved_arch=arch, half_model=file_sha256(half_path)[:16],
-        data=_dataset_identity(data_dir, paths, class_ids))
-    state = TrainingState(out, fingerprint, monitor, mode)
-    state.load()
+    state = _load_state(data_dir, out, config, FULL_MONITOR, paths, class_ids, stage="full",
+                        resolved_arch=arch, half_model=file_sha256(half_path)[:16])
     initial_epoch = state.epochs_done
 
     with precision_policy(config.mixed_precision):

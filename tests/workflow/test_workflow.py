@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import os
 import re
 import signal
@@ -110,6 +111,7 @@ def folder_config(tmp_path: Path, per_class: int = 4) -> dict:
     config["run"] = "folder"
     config["data"] = {"source": "folder",
                       "folder": {"src": str(src), "im_size": 32, "test_fraction": 0.5}}
+    config["train"]["decoder"] = {"variants": []}  # variants need annotations to be compared
     return config
 
 
@@ -135,6 +137,61 @@ def test_folder_source_prepares_data(tmp_path):
     assert result.returncode == 0, result.stdout
     assert (tmp_path / "resources" / "folder" / "classes.txt").read_text().split()[0] == "class_0"
     assert (tmp_path / "logs" / "folder" / "prepare_folder_folder.log").exists()
+
+
+def annotated_folder(tmp_path: Path) -> tuple[Path, Path, Path]:
+    """A user's class-folder tree with a boxes CSV (inclusive source pixels) and a masks folder,
+    made from a tiny generated dataset; one class folder name has a space."""
+    import csv as csv_module
+    import shutil
+
+    from hrcam.data import generate_synthetic, load_annotations
+
+    generated = tmp_path / "generated"
+    generate_synthetic(generated, classes=3, per_class=8, im_size=32, seed=1)
+    src, masks = tmp_path / "photos", tmp_path / "photo_masks"
+    rows = []
+    annotations = load_annotations(generated)
+    for rel, ann in sorted(annotations.items()):
+        split, cls, name = rel.split("/")
+        folder = "big disk" if cls == "disk" else cls
+        image = f"{folder}/{split}_{name}"
+        (src / folder).mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(generated / rel, src / image)
+        (masks / folder).mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(ann["mask"], masks / folder / f"{split}_{Path(name).stem}.png")
+        for x0, y0, x1, y1 in ann["boxes"]:
+            rows.append([image, int(x0), int(y0), int(x1) - 1, int(y1) - 1])
+    boxes = tmp_path / "boxes.csv"
+    with boxes.open("w", newline="") as handle:
+        writer = csv_module.writer(handle)
+        writer.writerow(["image", "xmin", "ymin", "xmax", "ymax"])
+        writer.writerows(rows + [["nowhere/x.png", 1, 1, 2, 2]])  # a bad row: recorded only
+    return src, boxes, masks
+
+
+def test_folder_with_boxes_and_masks_through_the_workflow(tmp_path):
+    """A user's own annotated images: prepared with their boxes and masks, trained, and scored
+    for localization like the generated set."""
+    src, boxes, masks = annotated_folder(tmp_path)
+    config = load_config("test.yaml")
+    config["run"] = "mine"
+    config["data"] = {"source": "folder", "folder": {
+        "src": str(src), "boxes": str(boxes), "masks": str(masks), "im_size": 32,
+        "test_fraction": 0.25}}
+    config["train"]["decoder"] = {"variants": []}
+    configfile = write_config(tmp_path / "mine.yaml", config)
+    target = "results/mine/seed0/evaluation/localization/localization.csv"
+    result = snakemake(tmp_path, "--cores", "2", target, configfile=configfile, timeout=900)
+    assert result.returncode == 0, result.stdout[-8000:]
+    data = tmp_path / "resources" / "mine"
+    assert "big_disk big disk" in (data / "classes.txt").read_text()
+    summary = json.loads((data / "summary.json").read_text())
+    assert summary["annotations"]["bad_rows_by_reason"] == {"unknown image": 1}
+    table = list(csv.DictReader((tmp_path / target).open()))
+    assert {row["method"] for row in table} >= {"low_res", "refined", "layercam"}
+    assert all(int(row["n_masks"]) > 0 and int(row["n_boxes"]) > 0 for row in table)
+    assert all(0 <= float(row["PxAP"]) <= 1 for row in table)
 
 
 def test_default_config_dry_run(tmp_path):

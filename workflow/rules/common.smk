@@ -116,7 +116,7 @@ def readme_figure_names():
     """The figures the README embeds (reports/figures/), as `hrcam report readme` writes them."""
     from hrcam.report import readme_figure_names as names
 
-    return names(localization=bool(LOCALIZATION))
+    return names(localization=bool(LOCALIZATION), variants=bool(VARIANTS))
 
 
 # ---------------------------------------------------------------------------------------------

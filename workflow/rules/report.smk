@@ -61,13 +61,15 @@ rule readme_figures:
         localization=seeded(f"{SEED_DIR}/evaluation/localization/localization.png")
         if LOCALIZATION else [],
         seeds=f"{RESULTS}/seeds/localization_seeds.png" if LOCALIZATION else [],
+        variants=seeded(f"{SEED_DIR}/variants/variants_cams.png") if VARIANTS else [],
     output:
-        expand("reports/figures/{name}", name=readme_figure_names()),
+        expand(f"reports/figures/{RUN}_{{name}}", name=readme_figure_names()),
     params:
         # results/<run>/seed<k>/cams/figures -> results/<run>
         run_dir=lambda wildcards, input: Path(input.cams[0]).parents[1],
         seed=SEEDS[0],
         out=lambda wildcards, output: os.path.dirname(output[0]),
+        prefix=f"{RUN}_",
     log:
         f"{LOGS}/readme_figures.log",
     threads: 1
@@ -78,4 +80,4 @@ rule readme_figures:
         CPU_ENV
     shell:
         "hrcam report readme --run-dir {params.run_dir} --seed {params.seed} --out {params.out} "
-        "> {log} 2>&1"
+        "--prefix {params.prefix} > {log} 2>&1"
