@@ -117,6 +117,9 @@ def make_decoder_trainer(full: Any, weights: Mapping[str, float], scale: float) 
             self.view = view
             self.trackers = {name: keras.metrics.Mean(name=f"{name}_loss")
                              for name, w in weights.items() if w > 0}
+            # every variable belongs to the already-built full model: without this, loading a
+            # resumed run's weights into the trainer is refused as "not yet built"
+            self.built = True
 
         def call(self, inputs: Any, training: bool = False) -> Any:
             return self.view(inputs, training=training)

@@ -253,3 +253,20 @@ def test_models_of_the_wrong_kind_are_refused(data_dir, half_runs, full_run, tmp
         err = capsys.readouterr().err
         assert "is a full model, but a half model is expected" in err and "Traceback" not in err
     assert not (tmp_path / "never").exists()
+
+
+def test_killed_full_run_resumes_like_an_uninterrupted_one(data_dir, half_runs, full_run,
+                                                           tmp_path):
+    """The decoder trainer wraps the full model; its weights and optimizer state must load
+    from the training state after a kill (a Snakemake rerun or a SLURM retry)."""
+    half_path = half_runs["straight"] / "best.keras"
+    out = tmp_path / "killed"
+    with pytest.raises(KeyboardInterrupt):
+        T.train_full(data_dir, out, half_path, full_run["config"], callbacks=[_Kill(0)])
+    assert (out / T.STATE_DIR / "state.json").is_file() and not (out / "best.keras").exists()
+    summary = T.train_full(data_dir, out, half_path, full_run["config"])
+    assert summary["initial_epoch"] == 1
+    assert (out / "history.csv").read_bytes() == (full_run["out"] / "history.csv").read_bytes()
+    for name in ("best.keras", "last.keras"):
+        assert _same_weights(out / name, full_run["out"] / name), name
+    assert json.loads((out / "transfer_check.json").read_text())["ok"] is True
