@@ -5,7 +5,7 @@ Every function builds a `matplotlib.figure.Figure` with the object API (no pyplo
 `show()`), so it works headless (Agg) and figures are freed when dropped. Functions that take a
 `path` also save the figure there (format from the suffix) and still return it.
 
-No TensorFlow here. One module for every figure (about 600 lines) on purpose: it is the
+No TensorFlow here. One module for every figure (about 700 lines) on purpose: it is the
 seed's ``plotting`` API (``from hrcam import plotting; plotting.pipeline(...)``), and the
 figures share their helpers (colour maps, map normalisation, table reading).
 """
