@@ -38,14 +38,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Train the half model on DATA/train (validation on DATA/test). Writes "
         "OUT/best.keras (best val_accuracy), last.keras, history.csv, tensorboard/, "
         "classes.json, train_config.json. Rerunning the same command after an interruption "
-        "resumes after the last finished epoch (OUT/backup).")
+        "resumes after the last finished epoch (the state is kept in OUT/.training-state until "
+        "the run finishes).")
     _add_common(p)
     p.set_defaults(func=_run_half)
 
     p = sub.add_parser(
         "full", help="train the full model's decoder on top of a trained half model",
         description="Build the full model, copy the half model's weights, freeze encoder + "
-        "head and train the decoder on image reconstruction (MSE). The transfer is verified "
+        "head and train the decoder (by default on image reconstruction, MSE, as the paper; "
+        "see --decoder-loss and --decoder-upsampling). The transfer is verified "
         "before and after training (OUT/transfer_check_before.json, OUT/transfer_check.json); "
         "a failed check exits with status 1 naming the differing layers. Other outputs as for "
         "`half` (best.keras by val_loss, or loss without a validation split).")
